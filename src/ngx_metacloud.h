@@ -1,0 +1,3 @@
+#ifndef _NGX_METACLOUD_H_INCLUDED_
+#define _NGX_METACLOUD_H_INCLUDED_
+#endif
