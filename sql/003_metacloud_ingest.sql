@@ -1,0 +1,758 @@
+-- 003_metacloud_ingest.sql
+--
+-- The functions the nginx module calls, the role it connects as, and the
+-- grants (least privilege: the role may only execute metacloud_ingest() and
+-- metacloud_schema_version()).
+--
+--   metacloud_ingest(raw bytea, events jsonb, info jsonb)   the one call
+--   metacloud_schema_version()                              what is applied
+--   metacloud_add_phone_number(org, phone_number_id, waba_id, token)
+--                                      registers a number, replays its
+--                                      unrouted events (administrators)
+--   metacloud_replay_event(event_id)   processes one stored, unprocessed
+--                                      event again (administrators)
+--   metacloud_on_message(id), metacloud_on_status(id)
+--                                      host hooks (Lead / Conversation /
+--                                      Ticket / Message / CampaignRecipient
+--                                      rules): no-ops here, a platform
+--                                      replaces them; never overwritten by
+--                                      a re-run of this file
+--
+-- The contract for "events" and "info" is docs/EVENTS.md.
+--
+-- Every function is created with the search_path pinned to this schema
+-- (then pg_temp, last): SECURITY DEFINER functions must not resolve names
+-- through the caller's search_path.
+
+CREATE TABLE IF NOT EXISTS metacloud_schema_migrations (
+    version     int PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- "SET search_path FROM CURRENT" below records this value in each function.
+DO $$
+BEGIN
+    PERFORM set_config('search_path',
+                       format('%I, pg_temp', current_schema()), false);
+END
+$$;
+
+
+-- metacloud_schema_version() ---------------------------------------------
+-- The module refuses to serve (503) while this is below its
+-- MC_SCHEMA_VERSION.  SECURITY DEFINER: the module's role cannot read the
+-- migrations table.
+
+CREATE OR REPLACE FUNCTION metacloud_schema_version()
+RETURNS int
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+    SELECT coalesce(max(version), 0) FROM metacloud_schema_migrations
+$$;
+
+
+-- metacloud_status_rank() ------------------------------------------------
+-- currentStatus never goes down this ladder (Meta's statuses arrive out of
+-- order; "failed" can follow "sent" and "delivered" can follow "failed").
+-- DELETED, WARNING and UNKNOWN rank -1: recorded, never current.
+
+CREATE OR REPLACE FUNCTION metacloud_status_rank(s "MetaCloudMessageStatusEnum")
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE s::text
+               WHEN 'PENDING'   THEN 0
+               WHEN 'SENT'      THEN 1
+               WHEN 'FAILED'    THEN 2
+               WHEN 'DELIVERED' THEN 3
+               WHEN 'READ'      THEN 4
+               WHEN 'PLAYED'    THEN 5
+               ELSE -1
+           END
+$$;
+
+
+-- Host hooks ---------------------------------------------------------------
+-- Called once for every message row the module creates or completes, and
+-- for every status row it records.  A platform replaces them (CREATE OR
+-- REPLACE FUNCTION, same signature) to upsert its Lead, Conversation, Ticket
+-- and Message rows or to update CampaignRecipient, without recompiling
+-- nginx.  They run inside the event's sub-transaction: an error marks that
+-- event failed and undoes its rows, never its siblings.  Created only when
+-- missing so that re-running this file keeps the platform's versions.
+
+DO $do$
+BEGIN
+    IF to_regprocedure('metacloud_on_message(text)') IS NULL THEN
+        CREATE FUNCTION metacloud_on_message(p_message_id text)
+        RETURNS void LANGUAGE plpgsql
+        AS $f$ BEGIN NULL; END $f$;
+        COMMENT ON FUNCTION metacloud_on_message(text) IS
+            'host hook: a meta_cloud_messages row was created or completed';
+    END IF;
+    IF to_regprocedure('metacloud_on_status(text)') IS NULL THEN
+        CREATE FUNCTION metacloud_on_status(p_status_id text)
+        RETURNS void LANGUAGE plpgsql
+        AS $f$ BEGIN NULL; END $f$;
+        COMMENT ON FUNCTION metacloud_on_status(text) IS
+            'host hook: a meta_cloud_message_statuses row was recorded';
+    END IF;
+END
+$do$;
+
+
+-- metacloud_apply_status() -----------------------------------------------
+-- Records one status sub-object against its message.  Returns false, and
+-- writes nothing, when the message (phone number + wamid) is not known yet.
+
+CREATE OR REPLACE FUNCTION metacloud_apply_status(p_event_id text,
+    p_phone text, s jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_msg_id  text;
+    v_cur     "MetaCloudMessageStatusEnum";
+    r         meta_cloud_message_statuses;
+BEGIN
+    IF jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'status event without a status object';
+    END IF;
+
+    SELECT m."id", m."currentStatus" INTO v_msg_id, v_cur
+      FROM meta_cloud_messages m
+     WHERE m."phoneNumberId" = p_phone AND m."wamid" = s ->> 'wamid';
+
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    -- the sub-object's keys are the column names (docs/EVENTS.md); the one
+    -- integer time that maps to a timestamptz column is converted by hand
+    r := jsonb_populate_record(NULL::meta_cloud_message_statuses,
+                               s - 'conversationExpiresAt');
+    r."id" := gen_random_uuid()::text;
+    r."messageId" := v_msg_id;
+    r."webhookEventId" := p_event_id;
+    r."statusAt" := coalesce(to_timestamp((s ->> 'timestamp')::bigint), now());
+    r."conversationExpiresAt" :=
+        to_timestamp((s ->> 'conversationExpiresAt')::bigint);
+    r."createdAt" := now();
+    r."updatedAt" := now();
+
+    INSERT INTO meta_cloud_message_statuses SELECT r.*;
+
+    -- Skip the write when the status cannot raise the rank.  When it can,
+    -- the rank is compared again in the UPDATE itself: a concurrent
+    -- transaction may have raised it since our read (READ COMMITTED
+    -- re-evaluates the WHERE clause on the newest row version).
+    IF metacloud_status_rank(r."status") > metacloud_status_rank(v_cur) THEN
+        UPDATE meta_cloud_messages
+           SET "currentStatus" = r."status",
+               "lastStatusUpdate" = r."statusAt",
+               "updatedAt" = now()
+         WHERE "id" = v_msg_id
+           AND metacloud_status_rank("currentStatus")
+               < metacloud_status_rank(r."status");
+    END IF;
+
+    PERFORM metacloud_on_status(r."id");
+
+    RETURN true;
+END
+$$;
+
+
+-- metacloud_process_event() ----------------------------------------------
+-- Processes one stored event of a routed number: fills meta_cloud_media,
+-- meta_cloud_messages, meta_cloud_message_statuses.  The caller runs it in
+-- a sub-transaction and records the outcome on the event row:
+--   outcome 'ok'       processed
+--   outcome 'pending'  a status whose message is not known yet
+-- media_id / meta_media_id: a media row this call created (status PENDING),
+-- for the module's download queue.  Errors are raised.
+
+CREATE OR REPLACE FUNCTION metacloud_process_event(p_event_id text,
+    p_org text, p_ev jsonb,
+    OUT outcome text, OUT media_id text, OUT meta_media_id text)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_type      text := p_ev ->> 'eventType';
+    v_phone     text := coalesce(p_ev ->> 'phoneNumberId', p_ev ->> 'scope');
+    m           jsonb := p_ev -> 'message';
+    md          jsonb := p_ev -> 'media';
+    v_media_pk  text;
+    v_msg_id    text;
+    r           meta_cloud_messages;
+BEGIN
+    outcome := 'ok';
+
+    IF v_type = 'status' THEN
+        IF NOT metacloud_apply_status(p_event_id, v_phone, p_ev -> 'status')
+        THEN
+            outcome := 'pending';
+        END IF;
+        RETURN;
+    END IF;
+
+    -- error, history_error, state_sync, generic and any future type: the
+    -- stored event is all there is to keep
+    IF v_type NOT IN ('message', 'echo', 'history_message', 'history_media')
+    THEN
+        RETURN;
+    END IF;
+
+    IF jsonb_typeof(m) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '% event without a message object', v_type;
+    END IF;
+
+    -- The media first: the message row references it.  Meta media ids are
+    -- global, so a media id seen before (a retry through another number, a
+    -- forwarded file) links to the existing row and is not queued again.
+    IF jsonb_typeof(md) = 'object' THEN
+        INSERT INTO meta_cloud_media
+               ("mediaId", "type", "mimeType", "sha256", "fileName",
+                "caption", "downloadUrl", "voice", "animated",
+                "organizationId", "phoneNumberId", "status",
+                "createdAt", "updatedAt")
+        VALUES (md ->> 'mediaId', (md ->> 'type')::"MetaCloudMediaType",
+                md ->> 'mimeType', md ->> 'sha256', md ->> 'fileName',
+                md ->> 'caption', md ->> 'downloadUrl',
+                (md ->> 'voice')::boolean, (md ->> 'animated')::boolean,
+                p_org, v_phone, 'PENDING', now(), now())
+        ON CONFLICT ("mediaId") DO NOTHING
+        RETURNING "id" INTO v_media_pk;
+
+        IF FOUND THEN
+            media_id := v_media_pk;
+            meta_media_id := md ->> 'mediaId';
+        ELSE
+            SELECT "id" INTO v_media_pk
+              FROM meta_cloud_media WHERE "mediaId" = md ->> 'mediaId';
+        END IF;
+    END IF;
+
+    -- The sub-object's keys are the column names: one call fills the row.
+    -- Then every column the event must not choose is set here.
+    r := jsonb_populate_record(NULL::meta_cloud_messages, m);
+    r."id" := gen_random_uuid()::text;
+    r."organizationId" := p_org;
+    r."webhookEventId" := p_event_id;
+    r."phoneNumberId" := v_phone;
+    r."mediaId" := v_media_pk;
+    r."rawMessageData" := p_ev -> 'payload';
+    r."sentAt" := coalesce(to_timestamp((m ->> 'timestamp')::bigint), now());
+    r."isForwarded" := coalesce(r."isForwarded", false);
+    r."isFrequentlyForwarded" := coalesce(r."isFrequentlyForwarded", false);
+    r."forwardedCount" := coalesce(r."forwardedCount", 0);
+    r."leadId" := NULL;
+    r."conversationId" := NULL;
+    r."ticketId" := NULL;
+    r."messageId" := NULL;
+    r."currentStatus" := 'PENDING';
+    r."lastStatusUpdate" := NULL;
+    r."createdAt" := now();
+    r."updatedAt" := now();
+
+    IF v_type = 'history_media' THEN
+        -- The media of an earlier history placeholder: attach it to the
+        -- placeholder's row, or create the row when the media came first
+        -- (history chunks arrive in any order).
+        INSERT INTO meta_cloud_messages AS t SELECT r.*
+        ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
+           SET "mediaId" = coalesce(excluded."mediaId", t."mediaId"),
+               "type" = CASE WHEN t."type" = 'MEDIA_PLACEHOLDER'
+                             THEN excluded."type" ELSE t."type" END,
+               "rawType" = CASE WHEN t."type" = 'MEDIA_PLACEHOLDER'
+                                THEN excluded."rawType" ELSE t."rawType" END,
+               "text" = coalesce(t."text", excluded."text"),
+               "from" = coalesce(t."from", excluded."from"),
+               "to" = coalesce(t."to", excluded."to"),
+               "updatedAt" = now()
+        RETURNING t."id" INTO v_msg_id;
+    ELSE
+        -- Message events of one (scope, wamid) share their key, so a row
+        -- already here was made by a history_media event that came first:
+        -- keep its type and media, add what only the placeholder knows.
+        INSERT INTO meta_cloud_messages AS t SELECT r.*
+        ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
+           SET "historyStatus" = coalesce(t."historyStatus", excluded."historyStatus"),
+               "contactName" = coalesce(t."contactName", excluded."contactName"),
+               "contactWaId" = coalesce(t."contactWaId", excluded."contactWaId"),
+               "contactUserId" = coalesce(t."contactUserId", excluded."contactUserId"),
+               "contactUsername" = coalesce(t."contactUsername", excluded."contactUsername"),
+               "from" = coalesce(t."from", excluded."from"),
+               "to" = coalesce(t."to", excluded."to"),
+               "fromUserId" = coalesce(t."fromUserId", excluded."fromUserId"),
+               "toUserId" = coalesce(t."toUserId", excluded."toUserId"),
+               "updatedAt" = now()
+        RETURNING t."id" INTO v_msg_id;
+    END IF;
+
+    PERFORM metacloud_on_message(v_msg_id);
+END
+$$;
+
+
+-- Statuses that came before their message ------------------------------------
+-- Meta does not order webhooks, and a status of an API-sent message can
+-- arrive before the platform has recorded the message.  Such a status event
+-- is kept unprocessed ("message not found"); when a message row appears,
+-- by this module or by the platform's own INSERT, this trigger applies that
+-- wamid's waiting statuses in the order they were received.  One probe of a
+-- small partial index per new message.
+
+CREATE OR REPLACE FUNCTION metacloud_apply_pending_statuses()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    ev  record;
+BEGIN
+    FOR ev IN
+        SELECT w."id", w."event" -> 'status' AS s
+          FROM meta_cloud_webhook_events w
+         WHERE w."scope" = NEW."phoneNumberId"
+           AND ((w."event" -> 'status') ->> 'wamid') = NEW."wamid"
+           AND w."eventType" = 'status' AND NOT w."processed"
+           AND NOT w."unrouted"
+         ORDER BY w."receivedAt", w."webhookId"
+           FOR UPDATE
+    LOOP
+        BEGIN
+            IF metacloud_apply_status(ev."id", NEW."phoneNumberId", ev.s) THEN
+                UPDATE meta_cloud_webhook_events
+                   SET "processed" = true, "processedAt" = now(),
+                       "error" = NULL, "updatedAt" = now()
+                 WHERE "id" = ev."id";
+            END IF;
+        EXCEPTION
+            WHEN transaction_rollback OR lock_not_available
+                 OR insufficient_resources OR operator_intervention
+                 OR system_error THEN
+                RAISE;
+            WHEN OTHERS THEN
+                UPDATE meta_cloud_webhook_events
+                   SET "error" = SQLERRM, "updatedAt" = now()
+                 WHERE "id" = ev."id";
+        END;
+    END LOOP;
+
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER meta_cloud_messages_apply_pending_statuses
+    AFTER INSERT ON meta_cloud_messages
+    FOR EACH ROW EXECUTE FUNCTION metacloud_apply_pending_statuses();
+
+
+-- metacloud_route() ------------------------------------------------------
+-- The organisation of a scope: by phone number id, or for account-level
+-- fields ('waba:<id>') by the WABA of any of its registered numbers.
+
+CREATE OR REPLACE FUNCTION metacloud_route(p_scope text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT CASE WHEN p_scope LIKE 'waba:%'
+        THEN (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
+               WHERE c."wabaId" = substr(p_scope, 6)
+               ORDER BY c."id" LIMIT 1)
+        ELSE (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
+               WHERE c."phoneNumberId" = p_scope)
+    END
+$$;
+
+
+-- metacloud_ingest() -----------------------------------------------------
+-- One call, one transaction per webhook delivery (docs/EVENTS.md):
+--   1. the events, sorted by (scope, webhookId) so that concurrent
+--      deliveries take their row locks in one order and cannot deadlock,
+--      are inserted with ON CONFLICT DO NOTHING: a retry or a copy sent to
+--      another subscribed app is a "duplicate" and is not processed again;
+--   2. each new event of a routed number is processed in its own
+--      sub-transaction: an error marks that event failed (processed false,
+--      error = the message) and undoes only its rows;
+--   3. the raw body is stored, with the counts.
+-- Returns {rawId, inserted, duplicate, failed, unrouted, pending, media}.
+-- "inserted" counts every new event; "failed", "unrouted" and "pending"
+-- (statuses waiting for their message) are parts of it.
+--
+-- Event rows are written once: processed = true is set at insertion and
+-- only a failure or a waiting status updates the row afterwards.
+
+CREATE OR REPLACE FUNCTION metacloud_ingest(raw bytea, events jsonb,
+    info jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_raw_id      text := gen_random_uuid()::text;
+    v_sha         bytea := sha256(coalesce(raw, ''::bytea));
+    v_outcome     text := coalesce(nullif(info ->> 'outcome', ''), 'ok');
+    v_error       text := info ->> 'error';
+    e             jsonb;
+    v_ord         bigint;
+    v_scope       text;
+    v_key         text;
+    v_type        text;
+    v_invalid     text;
+    v_org         text;
+    v_last_scope  text;
+    v_event_id    text;
+    p             record;
+    n_events      int := 0;
+    n_inserted    int := 0;
+    n_duplicate   int := 0;
+    n_failed      int := 0;
+    n_unrouted    int := 0;
+    n_pending     int := 0;
+    v_media       jsonb := '[]';
+BEGIN
+    IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
+        -- a contract violation by the caller: keep the body, say why
+        v_error := coalesce(v_error, 'events is not a JSON array');
+        events := '[]';
+    END IF;
+
+    -- a body that is not a webhook: only the raw row, with its outcome
+    IF v_outcome = 'ok' THEN
+        FOR e, v_ord IN
+            SELECT x.value, x.ordinality
+              FROM jsonb_array_elements(events) WITH ORDINALITY x
+             ORDER BY (x.value ->> 'scope') COLLATE "C",
+                      (x.value ->> 'webhookId') COLLATE "C",
+                      x.ordinality
+        LOOP
+            n_events := n_events + 1;
+            v_scope := e ->> 'scope';
+            v_key := e ->> 'webhookId';
+            v_type := coalesce(e ->> 'eventType', 'generic');
+            v_invalid := e ->> 'invalid';
+
+            IF v_scope IS NULL OR v_key IS NULL THEN
+                -- keep it anyway, keyed so that a retry of the same body is
+                -- a duplicate, and mark it failed
+                v_scope := coalesce(v_scope, 'invalid');
+                v_key := coalesce(v_key, format('invalid:%s:%s',
+                                                encode(v_sha, 'hex'), v_ord));
+                v_invalid := coalesce(v_invalid,
+                                      'event without scope or webhookId');
+            END IF;
+
+            -- a delivery is almost always one scope: look it up once
+            IF v_last_scope IS DISTINCT FROM v_scope THEN
+                v_org := metacloud_route(v_scope);
+                v_last_scope := v_scope;
+            END IF;
+
+            INSERT INTO meta_cloud_webhook_events
+                   ("webhookId", "eventType", "phoneNumberId",
+                    "organizationId", "processed", "processedAt", "error",
+                    "payload", "receivedAt", "scope", "field", "wabaId",
+                    "rawRequestId", "unrouted", "event", "updatedAt")
+            VALUES (v_key, v_type, e ->> 'phoneNumberId',
+                    v_org,
+                    v_invalid IS NULL AND v_org IS NOT NULL,
+                    CASE WHEN v_invalid IS NULL AND v_org IS NOT NULL
+                         THEN now() END,
+                    v_invalid,
+                    coalesce(e -> 'payload', 'null'::jsonb), now(),
+                    v_scope, e ->> 'field', e ->> 'wabaId',
+                    v_raw_id, v_org IS NULL, e - 'payload', now())
+            ON CONFLICT ("scope", "webhookId") DO NOTHING
+            RETURNING "id" INTO v_event_id;
+
+            IF NOT FOUND THEN
+                n_duplicate := n_duplicate + 1;
+                CONTINUE;
+            END IF;
+
+            n_inserted := n_inserted + 1;
+
+            IF v_invalid IS NOT NULL THEN
+                n_failed := n_failed + 1;
+                CONTINUE;
+            END IF;
+
+            IF v_org IS NULL THEN
+                n_unrouted := n_unrouted + 1;
+                CONTINUE;
+            END IF;
+
+            -- only these types write rows: no sub-transaction for the rest
+            IF v_type NOT IN ('message', 'echo', 'history_message',
+                              'history_media', 'status')
+            THEN
+                CONTINUE;
+            END IF;
+
+            BEGIN
+                p := metacloud_process_event(v_event_id, v_org, e);
+
+                IF p.outcome = 'pending' THEN
+                    UPDATE meta_cloud_webhook_events
+                       SET "processed" = false, "processedAt" = NULL,
+                           "error" = 'message not found', "updatedAt" = now()
+                     WHERE "id" = v_event_id;
+                    n_pending := n_pending + 1;
+                ELSIF p.media_id IS NOT NULL THEN
+                    v_media := v_media || jsonb_build_array(jsonb_build_object(
+                                   'id', p.media_id, 'mediaId', p.meta_media_id));
+                END IF;
+            EXCEPTION
+                -- not the event's fault: fail the whole delivery, so that
+                -- the module answers 503 and Meta retries it
+                WHEN transaction_rollback OR lock_not_available
+                     OR insufficient_resources OR operator_intervention
+                     OR system_error THEN
+                    RAISE;
+                WHEN OTHERS THEN
+                    UPDATE meta_cloud_webhook_events
+                       SET "processed" = false, "processedAt" = NULL,
+                           "error" = SQLERRM, "updatedAt" = now()
+                     WHERE "id" = v_event_id;
+                    n_failed := n_failed + 1;
+            END;
+        END LOOP;
+    END IF;
+
+    INSERT INTO meta_cloud_webhook_requests
+           ("id", "body", "sha256", "receivedAt", "outcome", "error",
+            "signatureChecked", "eventCount", "inserted", "duplicate",
+            "failed", "unrouted", "pending")
+    VALUES (v_raw_id, coalesce(raw, ''::bytea), v_sha, now(), v_outcome,
+            v_error, coalesce((info ->> 'signatureChecked')::boolean, false),
+            n_events, n_inserted, n_duplicate, n_failed, n_unrouted,
+            n_pending);
+
+    RETURN jsonb_build_object('rawId', v_raw_id,
+                              'inserted', n_inserted,
+                              'duplicate', n_duplicate,
+                              'failed', n_failed,
+                              'unrouted', n_unrouted,
+                              'pending', n_pending,
+                              'media', v_media);
+END
+$$;
+
+
+-- metacloud_replay_event() -----------------------------------------------
+-- Processes again one stored event that is not processed: an unrouted
+-- event whose number is now registered, a status still waiting for its
+-- message, a failure whose cause was fixed.  An event is never processed
+-- twice; one marked "invalid" by the parser stays failed.  Returns
+-- 'ok' | 'pending' | 'failed' | 'unrouted' | 'invalid' | 'processed' |
+-- 'missing'.
+
+CREATE OR REPLACE FUNCTION metacloud_replay_event(p_event_id text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    w      meta_cloud_webhook_events;
+    v_org  text;
+    ev     jsonb;
+    p      record;
+BEGIN
+    SELECT * INTO w FROM meta_cloud_webhook_events
+     WHERE "id" = p_event_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'missing';
+    END IF;
+    IF w."processed" THEN
+        RETURN 'processed';
+    END IF;
+
+    ev := coalesce(w."event", '{}') || jsonb_build_object('payload', w."payload");
+    IF ev ? 'invalid' THEN
+        RETURN 'invalid';
+    END IF;
+
+    v_org := coalesce(w."organizationId", metacloud_route(w."scope"));
+    IF v_org IS NULL THEN
+        RETURN 'unrouted';
+    END IF;
+
+    UPDATE meta_cloud_webhook_events
+       SET "organizationId" = v_org, "unrouted" = false, "updatedAt" = now()
+     WHERE "id" = w."id";
+
+    BEGIN
+        p := metacloud_process_event(w."id", v_org, ev);
+        UPDATE meta_cloud_webhook_events
+           SET "processed" = (p.outcome = 'ok'),
+               "processedAt" = CASE WHEN p.outcome = 'ok' THEN now() END,
+               "error" = CASE WHEN p.outcome = 'pending'
+                              THEN 'message not found' END,
+               "updatedAt" = now()
+         WHERE "id" = w."id";
+        RETURN p.outcome;
+    EXCEPTION
+        WHEN transaction_rollback OR lock_not_available
+             OR insufficient_resources OR operator_intervention
+             OR system_error THEN
+            RAISE;
+        WHEN OTHERS THEN
+            UPDATE meta_cloud_webhook_events
+               SET "processed" = false, "processedAt" = NULL,
+                   "error" = SQLERRM, "updatedAt" = now()
+             WHERE "id" = w."id";
+            RETURN 'failed';
+    END;
+END
+$$;
+
+
+-- metacloud_add_phone_number() -------------------------------------------
+-- Registers (or re-registers) a phone number of an organisation, creating
+-- the organisation when it is missing, then replays the events that
+-- arrived for that number, or for its WABA, while nobody owned it.
+--
+-- Only the credential columns named in 001 are relied on; "id", "createdAt"
+-- and "updatedAt" are filled when the platform's table has them without a
+-- default (Prisma generates ids and @updatedAt in its client, not in SQL).
+-- This is an administrator's call, so dynamic SQL here costs nothing.
+--
+-- Concurrency: after the credential is written, a SHARE lock on the events
+-- table waits for deliveries already in flight (they may still store this
+-- number's events as unrouted) and holds new ones until commit (they will
+-- see the credential), so no event slips between routing and replay.
+-- Call it in READ COMMITTED (the default).
+
+CREATE OR REPLACE FUNCTION metacloud_add_phone_number(organization_id text,
+    phone_number_id text, waba_id text, access_token text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_cols     text := '"id", "organizationId", "phoneNumberId", "wabaId", "accessToken"';
+    v_vals     text := 'gen_random_uuid()::text, $1, $2, $3, $4';
+    v_set      text := '"organizationId" = excluded."organizationId", '
+                       '"wabaId" = excluded."wabaId", '
+                       '"accessToken" = excluded."accessToken"';
+    v_cred_id  text;
+    v_id       text;
+    v_outcome  text;
+    n_replayed int := 0;
+    n_ok       int := 0;
+    n_pending  int := 0;
+    n_failed   int := 0;
+BEGIN
+    IF coalesce(organization_id, '') = '' OR coalesce(phone_number_id, '') = ''
+    THEN
+        RAISE EXCEPTION 'organization_id and phone_number_id are required';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM "Organization" WHERE "id" = organization_id)
+    THEN
+        IF EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = '"Organization"'::regclass
+                      AND attname = 'updatedAt' AND NOT attisdropped)
+        THEN
+            EXECUTE 'INSERT INTO "Organization" ("id", "updatedAt")
+                     VALUES ($1, now()) ON CONFLICT ("id") DO NOTHING'
+                USING organization_id;
+        ELSE
+            EXECUTE 'INSERT INTO "Organization" ("id")
+                     VALUES ($1) ON CONFLICT ("id") DO NOTHING'
+                USING organization_id;
+        END IF;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM pg_attribute
+                WHERE attrelid = '"MetaWhatsAppCredential"'::regclass
+                  AND attname = 'updatedAt' AND NOT attisdropped)
+    THEN
+        v_cols := v_cols || ', "updatedAt"';
+        v_vals := v_vals || ', now()';
+        v_set := v_set || ', "updatedAt" = now()';
+    END IF;
+
+    EXECUTE format('INSERT INTO "MetaWhatsAppCredential" (%s) VALUES (%s)
+                    ON CONFLICT ("phoneNumberId") DO UPDATE SET %s
+                    RETURNING "id"', v_cols, v_vals, v_set)
+        INTO v_cred_id
+        USING organization_id, phone_number_id, waba_id, access_token;
+
+    LOCK TABLE meta_cloud_webhook_events IN SHARE MODE;
+
+    FOR v_id IN
+        SELECT w."id" FROM meta_cloud_webhook_events w
+         WHERE w."unrouted"
+           AND (w."scope" = phone_number_id
+                OR (waba_id IS NOT NULL AND w."scope" = 'waba:' || waba_id))
+         ORDER BY w."receivedAt", w."scope", w."webhookId"
+    LOOP
+        v_outcome := metacloud_replay_event(v_id);
+        n_replayed := n_replayed + 1;
+        CASE v_outcome
+            WHEN 'ok' THEN n_ok := n_ok + 1;
+            WHEN 'pending' THEN n_pending := n_pending + 1;
+            ELSE n_failed := n_failed + 1;
+        END CASE;
+    END LOOP;
+
+    RETURN jsonb_build_object('credentialId', v_cred_id,
+                              'organizationId', organization_id,
+                              'replayed', n_replayed,
+                              'processed', n_ok,
+                              'pending', n_pending,
+                              'failed', n_failed);
+END
+$$;
+
+
+-- The module's role and its privileges -------------------------------------
+-- LOGIN, no password set here (the administrator chooses the
+-- authentication: ALTER ROLE ... PASSWORD, or a pg_hba.conf peer/cert rule).
+-- It may execute two functions and nothing else; they are SECURITY DEFINER
+-- and do the writing as the owner of the schema.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metacloud_module')
+    THEN
+        CREATE ROLE metacloud_module LOGIN;
+    END IF;
+
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO metacloud_module',
+                   current_schema());
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM metacloud_module',
+                   current_schema());
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM metacloud_module',
+                   current_schema());
+END
+$$;
+
+-- Functions are executable by PUBLIC by default: not these.
+REVOKE ALL ON FUNCTION metacloud_schema_version() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_status_rank("MetaCloudMessageStatusEnum") FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_on_message(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_on_status(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_route(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_replay_event(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_add_phone_number(text, text, text, text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) TO metacloud_module;
+GRANT EXECUTE ON FUNCTION metacloud_schema_version() TO metacloud_module;
+
+
+INSERT INTO metacloud_schema_migrations (version, name)
+VALUES (3, 'metacloud_ingest')
+ON CONFLICT (version) DO NOTHING;
