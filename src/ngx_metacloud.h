@@ -46,6 +46,7 @@ struct ngx_metacloud_pg_query_s {
     ngx_metacloud_pg_handler_pt   handler;
     void                         *data;
     ngx_log_t                    *log;
+    ngx_msec_t                    start;
 
     /* the parameters of the prepared ingest statement */
     const char                   *values[3];

@@ -241,6 +241,7 @@ ngx_metacloud_pg_ingest(ngx_metacloud_pg_pool_t *pool,
     ngx_metacloud_pg_conn_t  *pc;
 
     q->pool = pool;
+    q->start = ngx_current_msec;
 
     if (!ngx_queue_empty(&pool->idle)) {
         qu = ngx_queue_head(&pool->idle);
@@ -634,7 +635,8 @@ ngx_metacloud_pg_init_send(ngx_metacloud_pg_conn_t *pc)
 static void
 ngx_metacloud_pg_send(ngx_metacloud_pg_conn_t *pc, ngx_metacloud_pg_query_t *q)
 {
-    u_char  msg[NGX_MAX_ERROR_STR];
+    u_char      msg[NGX_MAX_ERROR_STR];
+    ngx_msec_t  elapsed, timeout;
 
     pc->state = NGX_METACLOUD_PG_BUSY;
     pc->c->idle = 0;
@@ -652,7 +654,12 @@ ngx_metacloud_pg_send(ngx_metacloud_pg_conn_t *pc, ngx_metacloud_pg_query_t *q)
         return;
     }
 
-    ngx_add_timer(pc->c->read, pc->pool->conf->timeout);
+    /* metacloud_db_timeout bounds the whole wait, queue included */
+
+    timeout = pc->pool->conf->timeout;
+    elapsed = ngx_current_msec - q->start;
+
+    ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
 
     ngx_metacloud_pg_flush(pc);
 }
