@@ -54,6 +54,8 @@ static char *ngx_http_metacloud_app_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_metacloud_add_secret(ngx_conf_t *cf,
     ngx_http_metacloud_loc_conf_t *mlcf, u_char *data, size_t len);
+static char *ngx_http_metacloud_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 static void *ngx_http_metacloud_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_metacloud_create_loc_conf(ngx_conf_t *cf);
@@ -63,12 +65,13 @@ static ngx_int_t ngx_http_metacloud_init_process(ngx_cycle_t *cycle);
 static void ngx_http_metacloud_exit_process(ngx_cycle_t *cycle);
 
 
+/* like ngx_conf_check_num_bounds(), but the message names the directive */
 static ngx_conf_num_bounds_t  ngx_http_metacloud_pool_bounds = {
-    ngx_conf_check_num_bounds, 1, 1024
+    ngx_http_metacloud_check_bounds, 1, 1024
 };
 
 static ngx_conf_num_bounds_t  ngx_http_metacloud_queue_bounds = {
-    ngx_conf_check_num_bounds, 0, 1048576
+    ngx_http_metacloud_check_bounds, 0, 1048576
 };
 
 
@@ -893,6 +896,24 @@ ngx_http_metacloud_add_secret(ngx_conf_t *cf,
     s->data = p;
 
     mlcf->secret_off = 0;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_metacloud_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
+    if (*np < bounds->low || *np > bounds->high) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be between %i and %i",
+                           &((ngx_str_t *) cf->args->elts)[0],
+                           bounds->low, bounds->high);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
