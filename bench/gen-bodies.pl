@@ -1,0 +1,62 @@
+#!/usr/bin/perl
+
+# Writes signed, unique webhook bodies for the benchmark, one a line:
+# "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
+# what the benchmark measures is the insert path, not the duplicate one.
+#
+#   gen-bodies.pl text|statuses COUNT SECRET > FILE
+
+use strict;
+use warnings;
+
+use Digest::SHA qw(hmac_sha256_hex);
+
+my ($kind, $count, $secret) = @ARGV;
+die "usage: $0 text|statuses COUNT SECRET\n"
+    unless defined $secret && $kind =~ /^(text|statuses)$/;
+
+my $pnid = '106540352242922';
+my $ts = 1749416383;
+
+sub wamid {
+    my ($n) = @_;
+    return sprintf('wamid.BENCH%s%012d', $kind eq 'text' ? 'T' : 'S', $n);
+}
+
+sub envelope {
+    my ($value) = @_;
+    return '{"object":"whatsapp_business_account","entry":[{"id":'
+        . '"102290129340398","changes":[{"value":{"messaging_product":'
+        . '"whatsapp","metadata":{"display_phone_number":"15550783881",'
+        . '"phone_number_id":"' . $pnid . '"},' . $value
+        . '},"field":"messages"}]}]}';
+}
+
+$| = 0;
+
+for my $i (1 .. $count) {
+    my $body;
+
+    if ($kind eq 'text') {
+        my $from = sprintf('5511%09d', $i % 1000000);
+        $body = envelope('"contacts":[{"profile":{"name":"Bench User '
+            . $i . '"},"wa_id":"' . $from . '"}],"messages":[{"from":"'
+            . $from . '","id":"' . wamid($i) . '","timestamp":"'
+            . ($ts + $i) . '","type":"text","text":{"body":"Ol\u00e1, '
+            . 'pedido ' . $i . ' \/ does it come in another color?"}}]');
+
+    } else {
+        my @st;
+        for my $j (1 .. 50) {
+            my $n = ($i - 1) * 50 + $j;
+            push @st, '{"id":"' . wamid($n) . '","status":"delivered",'
+                . '"timestamp":"' . ($ts + $n) . '","recipient_id":"'
+                . sprintf('5511%09d', $n % 1000000) . '","pricing":'
+                . '{"billable":true,"pricing_model":"PMP","category":'
+                . '"utility","type":"regular"}}';
+        }
+        $body = envelope('"statuses":[' . join(',', @st) . ']');
+    }
+
+    print 'sha256=', hmac_sha256_hex($body, $secret), ' ', $body, "\n";
+}
