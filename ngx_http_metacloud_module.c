@@ -769,6 +769,7 @@ ngx_http_metacloud_app_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"metacloud_app_secret_file\": "
                            ngx_open_file_n " \"%s\" failed", name.data);
         return NGX_CONF_ERROR;
     }
@@ -778,6 +779,7 @@ ngx_http_metacloud_app_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"metacloud_app_secret_file\": "
                            ngx_fd_info_n " \"%s\" failed", name.data);
         goto done;
     }
@@ -786,7 +788,8 @@ ngx_http_metacloud_app_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (size > 65536) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "secret file \"%s\" is too large", name.data);
+                           "\"metacloud_app_secret_file\" \"%s\" is too "
+                           "large", name.data);
         goto done;
     }
 
@@ -799,6 +802,7 @@ ngx_http_metacloud_app_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (n == -1 || (size_t) n != size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"metacloud_app_secret_file\": "
                            ngx_read_fd_n " \"%s\" failed", name.data);
         goto done;
     }
@@ -841,7 +845,8 @@ ngx_http_metacloud_app_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (count == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "secret file \"%s\" holds no secret", name.data);
+                           "\"metacloud_app_secret_file\" \"%s\" holds no "
+                           "secret", name.data);
         goto done;
     }
 

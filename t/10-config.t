@@ -115,14 +115,14 @@ refused(conf(loc => 'metacloud_webhook; metacloud_app_secret s; '
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret "";'),
     qr/"metacloud_app_secret" directive empty secret/, 'empty secret');
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret_file '
-    . "$dir/nonexistent;"), qr/open\(\) ".*nonexistent" failed/,
+    . "$dir/nonexistent;"), qr/"metacloud_app_secret_file": open\(\) ".*nonexistent" failed/,
     'missing secret file');
 
 open $fh, '>', "$dir/empty" or die $!;
 print $fh "# nothing here\n\n";
 close $fh;
 refused(conf(loc => "metacloud_webhook; metacloud_app_secret_file "
-    . "$dir/empty;"), qr/secret file ".*empty" holds no secret/,
+    . "$dir/empty;"), qr/"metacloud_app_secret_file" ".*empty" holds no secret/,
     'secret file without a secret');
 refused(conf(loc => 'metacloud_webhook; metacloud_webhook; '
     . 'metacloud_app_secret s;'), qr/"metacloud_webhook" directive is dup/,
