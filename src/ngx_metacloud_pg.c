@@ -74,6 +74,11 @@ static void ngx_metacloud_pg_flush(ngx_metacloud_pg_conn_t *pc);
 static void ngx_metacloud_pg_close(ngx_metacloud_pg_conn_t *pc,
     ngx_uint_t failed);
 static void ngx_metacloud_pg_dispatch(ngx_metacloud_pg_pool_t *pool);
+static ngx_metacloud_pg_conn_t *ngx_metacloud_pg_idle_get(
+    ngx_metacloud_pg_pool_t *pool);
+static ngx_uint_t ngx_metacloud_pg_alive(ngx_metacloud_pg_conn_t *pc);
+static u_char *ngx_metacloud_pg_flatten(const char *msg, u_char *buf,
+    size_t len);
 static void ngx_metacloud_pg_fail_waiting(ngx_metacloud_pg_pool_t *pool);
 static void ngx_metacloud_pg_finish(ngx_metacloud_pg_query_t *q,
     ngx_metacloud_pg_rc_e rc, PGresult *res);
@@ -237,16 +242,14 @@ ngx_metacloud_pg_ingest(ngx_metacloud_pg_pool_t *pool,
     ngx_metacloud_pg_query_t *q)
 {
     ngx_uint_t                i;
-    ngx_queue_t              *qu;
     ngx_metacloud_pg_conn_t  *pc;
 
     q->pool = pool;
     q->start = ngx_current_msec;
 
-    if (!ngx_queue_empty(&pool->idle)) {
-        qu = ngx_queue_head(&pool->idle);
-        ngx_queue_remove(qu);
-        pc = ngx_queue_data(qu, ngx_metacloud_pg_conn_t, queue);
+    pc = ngx_metacloud_pg_idle_get(pool);
+
+    if (pc) {
         ngx_metacloud_pg_send(pc, q);
         return NGX_OK;
     }
@@ -533,12 +536,13 @@ ngx_metacloud_pg_event_handler(ngx_event_t *ev)
             return;
         }
 
-        if (!PQconsumeInput(pc->pg) || PQstatus(pc->pg) == CONNECTION_BAD) {
-            u_char  msg[NGX_MAX_ERROR_STR];
+        /*
+         * the server's FATAL message and the end of the stream may come in
+         * one edge-triggered event: PQconsumeInput() then reads the message
+         * but not the end, so look at the event's own flags too
+         */
 
-            ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
-                          "metacloud: idle PostgreSQL connection lost: %s",
-                          ngx_metacloud_pg_errmsg(pc->pg, msg, sizeof(msg)));
+        if (!ngx_metacloud_pg_alive(pc)) {
             ngx_metacloud_pg_close(pc, 0);
         }
 
@@ -731,7 +735,8 @@ ngx_metacloud_pg_read(ngx_metacloud_pg_conn_t *pc)
             if (!pc->failed) {
                 ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
                               "metacloud: PostgreSQL: %s%s",
-                              PQresultErrorMessage(res),
+                              ngx_metacloud_pg_flatten(
+                                  PQresultErrorMessage(res), msg, sizeof(msg)),
                               pc->state == NGX_METACLOUD_PG_INIT
                               ? " (is the schema migrated? run sql/migrate)"
                               : "");
@@ -843,8 +848,14 @@ ngx_metacloud_pg_dispatch(ngx_metacloud_pg_pool_t *pool)
     ngx_metacloud_pg_conn_t   *pc;
     ngx_metacloud_pg_query_t  *q;
 
-    while (!ngx_queue_empty(&pool->waiting) && !ngx_queue_empty(&pool->idle))
-    {
+    while (!ngx_queue_empty(&pool->waiting)) {
+
+        pc = ngx_metacloud_pg_idle_get(pool);
+
+        if (pc == NULL) {
+            return;
+        }
+
         qu = ngx_queue_head(&pool->waiting);
         ngx_queue_remove(qu);
         pool->nwaiting--;
@@ -856,12 +867,58 @@ ngx_metacloud_pg_dispatch(ngx_metacloud_pg_pool_t *pool)
             ngx_del_timer(&q->timer);
         }
 
-        qu = ngx_queue_head(&pool->idle);
-        ngx_queue_remove(qu);
-        pc = ngx_queue_data(qu, ngx_metacloud_pg_conn_t, queue);
-
         ngx_metacloud_pg_send(pc, q);
     }
+}
+
+
+/*
+ * An idle connection whose server went away (a restart, an idle timeout)
+ * is found here, before a query is written into it: a write to a closed
+ * socket may look successful to libpq, and the answer would then be
+ * awaited until the timeout.
+ */
+
+static ngx_metacloud_pg_conn_t *
+ngx_metacloud_pg_idle_get(ngx_metacloud_pg_pool_t *pool)
+{
+    ngx_queue_t              *qu;
+    ngx_metacloud_pg_conn_t  *pc;
+
+    while (!ngx_queue_empty(&pool->idle)) {
+        qu = ngx_queue_head(&pool->idle);
+        pc = ngx_queue_data(qu, ngx_metacloud_pg_conn_t, queue);
+
+        if (ngx_metacloud_pg_alive(pc)) {
+            ngx_queue_remove(qu);
+            return pc;
+        }
+
+        ngx_metacloud_pg_close(pc, 0);
+    }
+
+    return NULL;
+}
+
+
+/* reads what an idle connection has: a closed one reports the end here */
+
+static ngx_uint_t
+ngx_metacloud_pg_alive(ngx_metacloud_pg_conn_t *pc)
+{
+    u_char  msg[NGX_MAX_ERROR_STR];
+
+    if (!pc->c->read->pending_eof && !pc->c->read->eof
+        && PQconsumeInput(pc->pg) && PQstatus(pc->pg) != CONNECTION_BAD)
+    {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, pc->pool->log, 0,
+                  "metacloud: idle PostgreSQL connection lost: %s",
+                  ngx_metacloud_pg_errmsg(pc->pg, msg, sizeof(msg)));
+
+    return 0;
 }
 
 
@@ -1026,26 +1083,60 @@ ngx_metacloud_pg_finish(ngx_metacloud_pg_query_t *q, ngx_metacloud_pg_rc_e rc,
 static void
 ngx_metacloud_pg_notice(void *arg, const PGresult *res)
 {
+    u_char      msg[NGX_MAX_ERROR_STR];
     ngx_log_t  *log = arg;
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0, "metacloud: PostgreSQL: %s",
-                  PQresultErrorMessage(res));
+                  ngx_metacloud_pg_flatten(PQresultErrorMessage(res), msg,
+                                           sizeof(msg)));
 }
 
 
-/* libpq's messages end with a newline that would split the log line */
+/*
+ * libpq's messages span lines (DETAIL, HINT, CONTEXT, the statement):
+ * one log line each, with the line breaks turned into spaces
+ */
+
+static u_char *
+ngx_metacloud_pg_flatten(const char *msg, u_char *buf, size_t len)
+{
+    u_char  *p, *last;
+
+    p = buf;
+    last = buf + len - 1;
+
+    for ( /* void */ ; msg && *msg && p < last; msg++) {
+
+        if (*msg == '\n' || *msg == '\r' || *msg == '\t') {
+            if (p > buf && p[-1] != ' ') {
+                *p++ = ' ';
+            }
+
+            continue;
+        }
+
+        *p++ = *msg;
+    }
+
+    while (p > buf && p[-1] == ' ') {
+        p--;
+    }
+
+    if (p == buf) {
+        p = ngx_cpymem(buf, "server closed the connection",
+                       ngx_min(len - 1, sizeof("server closed the connection")
+                                        - 1));
+    }
+
+    *p = '\0';
+
+    return buf;
+}
+
 
 static u_char *
 ngx_metacloud_pg_errmsg(PGconn *pg, u_char *buf, size_t len)
 {
-    u_char  *p;
-
-    p = ngx_cpystrn(buf, (u_char *) (pg ? PQerrorMessage(pg) : "no memory"),
-                    len);
-
-    while (p > buf && (p[-1] == '\n' || p[-1] == '\r' || p[-1] == ' ')) {
-        *--p = '\0';
-    }
-
-    return buf;
+    return ngx_metacloud_pg_flatten(pg ? PQerrorMessage(pg) : "out of memory",
+                                    buf, len);
 }

@@ -298,7 +298,7 @@ sub run {
         @cmd = (@vg, @cmd);
     }
 
-    my $start_lines = $self->_count_log(qr/start worker process/);
+    my $start_lines = $self->_count_log(qr/start worker process \d+/);
 
     my $pid = fork;
     croak "MCTest: fork: $!" unless defined $pid;
@@ -344,7 +344,7 @@ sub run {
 
     # wait for the workers too (slow under valgrind)
     if ($self->{log_workers}) {
-        $self->_wait_log(qr/start worker process/,
+        $self->_wait_log(qr/start worker process \d+/,
                          $start_lines + $self->{workers}, 10 * $self->{tf});
     }
     return 1;
@@ -353,13 +353,13 @@ sub run {
 sub reload {
     my ($self) = @_;
     croak "MCTest: reload: nginx not running" unless $self->{pid};
-    my $n = $self->_count_log(qr/start worker process/);
+    my $n = $self->_count_log(qr/start worker process \d+/);
     kill 'HUP', $self->{pid};
     unless ($self->{log_workers}) {
         sleep 1 * $self->{tf};
         return 1;
     }
-    return $self->_wait_log(qr/start worker process/, $n + $self->{workers},
+    return $self->_wait_log(qr/start worker process \d+/, $n + $self->{workers},
                             10 * $self->{tf});
 }
 
