@@ -121,6 +121,7 @@ static void mc_walk_messages(mc_ctx_t *ctx);
 static void mc_walk_echoes(mc_ctx_t *ctx);
 static void mc_walk_history(mc_ctx_t *ctx);
 static void mc_walk_state_sync(mc_ctx_t *ctx);
+static void mc_walk_whole_value(mc_ctx_t *ctx);
 static int mc_walk_array(mc_ctx_t *ctx, const char *name,
     void (*handler)(mc_ctx_t *ctx, json_t *item, const char *name));
 static void mc_change_reset(mc_ctx_t *ctx);
@@ -468,6 +469,17 @@ mc_change_reset(mc_ctx_t *ctx)
 }
 
 
+/* a change without the arrays its field should have: keep the whole value */
+
+static void
+mc_walk_whole_value(mc_ctx_t *ctx)
+{
+    mc_event_add(ctx, mc_event_new(ctx, "generic", ctx->value, ctx->item,
+                                   mc_key_item(ctx, ctx->item), NULL));
+    ctx->item++;
+}
+
+
 /*
  * The known arrays of a change.  A change that carries none of them still
  * yields one generic event with the whole value, so that a new kind of
@@ -484,9 +496,7 @@ mc_walk_messages(mc_ctx_t *ctx)
     n += mc_walk_array(ctx, "errors", mc_on_error);
 
     if (n == 0) {
-        mc_event_add(ctx, mc_event_new(ctx, "generic", ctx->value, ctx->item,
-                                       mc_key_item(ctx, ctx->item), NULL));
-        ctx->item++;
+        mc_walk_whole_value(ctx);
     }
 }
 
@@ -495,9 +505,7 @@ static void
 mc_walk_echoes(mc_ctx_t *ctx)
 {
     if (mc_walk_array(ctx, "message_echoes", mc_on_echo) == 0) {
-        mc_event_add(ctx, mc_event_new(ctx, "generic", ctx->value, ctx->item,
-                                       mc_key_item(ctx, ctx->item), NULL));
-        ctx->item++;
+        mc_walk_whole_value(ctx);
     }
 }
 
@@ -512,9 +520,7 @@ mc_walk_history(mc_ctx_t *ctx)
     n += mc_walk_array(ctx, "message_echoes", mc_on_hmedia_echo);
 
     if (n == 0) {
-        mc_event_add(ctx, mc_event_new(ctx, "generic", ctx->value, ctx->item,
-                                       mc_key_item(ctx, ctx->item), NULL));
-        ctx->item++;
+        mc_walk_whole_value(ctx);
     }
 }
 
@@ -523,9 +529,7 @@ static void
 mc_walk_state_sync(mc_ctx_t *ctx)
 {
     if (mc_walk_array(ctx, "state_sync", mc_on_state_sync) == 0) {
-        mc_event_add(ctx, mc_event_new(ctx, "generic", ctx->value, ctx->item,
-                                       mc_key_item(ctx, ctx->item), NULL));
-        ctx->item++;
+        mc_walk_whole_value(ctx);
     }
 }
 
