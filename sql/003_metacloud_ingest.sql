@@ -20,9 +20,16 @@
 --
 -- The contract for "events" and "info" is docs/EVENTS.md.
 --
--- Every function is created with the search_path pinned to this schema
--- (then pg_temp, last): SECURITY DEFINER functions must not resolve names
--- through the caller's search_path.
+-- Every SECURITY DEFINER function (the entry points and the trigger) is
+-- created with the search_path pinned to this schema (then pg_temp, last):
+-- it must not resolve names through the caller's search_path.  The internal
+-- helpers metacloud_apply_status(), metacloud_process_event() and
+-- metacloud_route() are executable by nobody but the owner and are only
+-- called from those entry points: they run under the entry point's pinned
+-- search_path and have no SET clause of their own (a SET clause costs a GUC
+-- save/restore, a search_path switch and the revalidation of every cached
+-- plan, on each call; and a SQL function with one is parsed again per
+-- call).
 
 CREATE TABLE IF NOT EXISTS metacloud_schema_migrations (
     version     int PRIMARY KEY,
@@ -111,7 +118,6 @@ CREATE OR REPLACE FUNCTION metacloud_apply_status(p_event_id text,
     p_phone text, s jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_msg_id  text;
@@ -179,16 +185,15 @@ CREATE OR REPLACE FUNCTION metacloud_process_event(p_event_id text,
     p_org text, p_ev jsonb,
     OUT outcome text, OUT media_id text, OUT meta_media_id text)
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_type      text := p_ev ->> 'eventType';
     v_phone     text := coalesce(p_ev ->> 'phoneNumberId', p_ev ->> 'scope');
     m           jsonb := p_ev -> 'message';
     md          jsonb := p_ev -> 'media';
+    v_hm        boolean := v_type = 'history_media';
     v_media_pk  text;
     v_msg_id    text;
-    r           meta_cloud_messages;
 BEGIN
     outcome := 'ok';
 
@@ -237,62 +242,82 @@ BEGIN
         END IF;
     END IF;
 
-    -- The sub-object's keys are the column names: one call fills the row.
-    -- Then every column the event must not choose is set here.
-    r := jsonb_populate_record(NULL::meta_cloud_messages, m);
-    r."id" := gen_random_uuid()::text;
-    r."organizationId" := p_org;
-    r."webhookEventId" := p_event_id;
-    r."phoneNumberId" := v_phone;
-    r."mediaId" := v_media_pk;
-    r."rawMessageData" := p_ev -> 'payload';
-    r."sentAt" := coalesce(to_timestamp((m ->> 'timestamp')::bigint), now());
-    r."isForwarded" := coalesce(r."isForwarded", false);
-    r."isFrequentlyForwarded" := coalesce(r."isFrequentlyForwarded", false);
-    r."forwardedCount" := coalesce(r."forwardedCount", 0);
-    r."leadId" := NULL;
-    r."conversationId" := NULL;
-    r."ticketId" := NULL;
-    r."messageId" := NULL;
-    r."currentStatus" := 'PENDING';
-    r."lastStatusUpdate" := NULL;
-    r."createdAt" := now();
-    r."updatedAt" := now();
-
-    IF v_type = 'history_media' THEN
-        -- The media of an earlier history placeholder: attach it to the
-        -- placeholder's row, or create the row when the media came first
-        -- (history chunks arrive in any order).
-        INSERT INTO meta_cloud_messages AS t SELECT r.*
-        ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
-           SET "mediaId" = coalesce(excluded."mediaId", t."mediaId"),
-               "type" = CASE WHEN t."type" = 'MEDIA_PLACEHOLDER'
-                             THEN excluded."type" ELSE t."type" END,
-               "rawType" = CASE WHEN t."type" = 'MEDIA_PLACEHOLDER'
-                                THEN excluded."rawType" ELSE t."rawType" END,
-               "text" = coalesce(t."text", excluded."text"),
-               "from" = coalesce(t."from", excluded."from"),
-               "to" = coalesce(t."to", excluded."to"),
-               "updatedAt" = now()
-        RETURNING t."id" INTO v_msg_id;
-    ELSE
-        -- Message events of one (scope, wamid) share their key, so a row
-        -- already here was made by a history_media event that came first:
-        -- keep its type and media, add what only the placeholder knows.
-        INSERT INTO meta_cloud_messages AS t SELECT r.*
-        ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
-           SET "historyStatus" = coalesce(t."historyStatus", excluded."historyStatus"),
-               "contactName" = coalesce(t."contactName", excluded."contactName"),
-               "contactWaId" = coalesce(t."contactWaId", excluded."contactWaId"),
-               "contactUserId" = coalesce(t."contactUserId", excluded."contactUserId"),
-               "contactUsername" = coalesce(t."contactUsername", excluded."contactUsername"),
-               "from" = coalesce(t."from", excluded."from"),
-               "to" = coalesce(t."to", excluded."to"),
-               "fromUserId" = coalesce(t."fromUserId", excluded."fromUserId"),
-               "toUserId" = coalesce(t."toUserId", excluded."toUserId"),
-               "updatedAt" = now()
-        RETURNING t."id" INTO v_msg_id;
-    END IF;
+    -- The sub-object's keys are the column names (docs/EVENTS.md): one
+    -- jsonb_populate_record() reads them all; every column the event must
+    -- not choose is set here, the rest stay NULL (leadId, conversationId,
+    -- ticketId, messageId, lastStatusUpdate).  One statement for all four
+    -- types: on a conflict,
+    --   history_media: the media of an earlier history placeholder is
+    --     attached to the placeholder's row (history chunks arrive in any
+    --     order: the row is created when the media came first);
+    --   the others: message events of one (scope, wamid) share their key,
+    --     so a row already here was made by a history_media event that came
+    --     first: keep its type and media, add what only the placeholder
+    --     knows.
+    INSERT INTO meta_cloud_messages AS t
+           ("id", "wamid", "organizationId", "webhookEventId",
+            "phoneNumberId", "direction", "from", "to", "type", "text",
+            "contactName", "contactWaId", "contextMessageId", "isForwarded",
+            "forwardedCount", "mediaId", "locationLatitude",
+            "locationLongitude", "locationName", "locationAddress",
+            "interactiveType", "buttonPayload", "buttonText", "listId",
+            "listTitle", "listDescription", "reactionEmoji",
+            "reactionMessageId", "rawMessageData", "timestamp", "sentAt",
+            "currentStatus", "createdAt", "updatedAt", "source",
+            "fromUserId", "fromParentUserId", "toUserId", "groupId",
+            "rawType", "unsupportedType", "contactUserId", "contactUsername",
+            "contextFrom", "isFrequentlyForwarded",
+            "referredProductCatalogId", "referredProductRetailerId",
+            "locationUrl", "originalMessageId", "errorCode", "errorTitle",
+            "referral", "historyStatus")
+    SELECT gen_random_uuid()::text, j."wamid", p_org, p_event_id,
+           v_phone, j."direction", j."from", j."to", j."type", j."text",
+           j."contactName", j."contactWaId", j."contextMessageId",
+           coalesce(j."isForwarded", false),
+           coalesce(j."forwardedCount", 0), v_media_pk,
+           j."locationLatitude", j."locationLongitude", j."locationName",
+           j."locationAddress", j."interactiveType", j."buttonPayload",
+           j."buttonText", j."listId", j."listTitle", j."listDescription",
+           j."reactionEmoji", j."reactionMessageId", p_ev -> 'payload',
+           j."timestamp",
+           coalesce(to_timestamp((m ->> 'timestamp')::bigint), now()),
+           'PENDING', now(), now(), j."source",
+           j."fromUserId", j."fromParentUserId", j."toUserId", j."groupId",
+           j."rawType", j."unsupportedType", j."contactUserId",
+           j."contactUsername", j."contextFrom",
+           coalesce(j."isFrequentlyForwarded", false),
+           j."referredProductCatalogId", j."referredProductRetailerId",
+           j."locationUrl", j."originalMessageId", j."errorCode",
+           j."errorTitle", j."referral", j."historyStatus"
+      FROM jsonb_populate_record(NULL::meta_cloud_messages, m) AS j
+    ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
+       SET "mediaId" = CASE WHEN v_hm
+                            THEN coalesce(excluded."mediaId", t."mediaId")
+                            ELSE t."mediaId" END,
+           "type" = CASE WHEN v_hm AND t."type" = 'MEDIA_PLACEHOLDER'
+                         THEN excluded."type" ELSE t."type" END,
+           "rawType" = CASE WHEN v_hm AND t."type" = 'MEDIA_PLACEHOLDER'
+                            THEN excluded."rawType" ELSE t."rawType" END,
+           "text" = CASE WHEN v_hm THEN coalesce(t."text", excluded."text")
+                         ELSE t."text" END,
+           "historyStatus" = CASE WHEN v_hm THEN t."historyStatus"
+               ELSE coalesce(t."historyStatus", excluded."historyStatus") END,
+           "contactName" = CASE WHEN v_hm THEN t."contactName"
+               ELSE coalesce(t."contactName", excluded."contactName") END,
+           "contactWaId" = CASE WHEN v_hm THEN t."contactWaId"
+               ELSE coalesce(t."contactWaId", excluded."contactWaId") END,
+           "contactUserId" = CASE WHEN v_hm THEN t."contactUserId"
+               ELSE coalesce(t."contactUserId", excluded."contactUserId") END,
+           "contactUsername" = CASE WHEN v_hm THEN t."contactUsername"
+               ELSE coalesce(t."contactUsername", excluded."contactUsername") END,
+           "fromUserId" = CASE WHEN v_hm THEN t."fromUserId"
+               ELSE coalesce(t."fromUserId", excluded."fromUserId") END,
+           "toUserId" = CASE WHEN v_hm THEN t."toUserId"
+               ELSE coalesce(t."toUserId", excluded."toUserId") END,
+           "from" = coalesce(t."from", excluded."from"),
+           "to" = coalesce(t."to", excluded."to"),
+           "updatedAt" = now()
+    RETURNING t."id" INTO v_msg_id;
 
     PERFORM metacloud_on_message(v_msg_id);
 END
@@ -360,7 +385,6 @@ CREATE OR REPLACE TRIGGER meta_cloud_messages_apply_pending_statuses
 CREATE OR REPLACE FUNCTION metacloud_route(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path FROM CURRENT
 AS $$
     SELECT CASE WHEN p_scope LIKE 'waba:%'
         THEN (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
@@ -401,6 +425,7 @@ DECLARE
     v_outcome     text := coalesce(nullif(info ->> 'outcome', ''), 'ok');
     v_error       text := info ->> 'error';
     e             jsonb;
+    v_order       bigint[];
     v_ord         bigint;
     v_scope       text;
     v_key         text;
@@ -426,14 +451,21 @@ BEGIN
 
     -- a body that is not a webhook: only the raw row, with its outcome
     IF v_outcome = 'ok' THEN
-        FOR e, v_ord IN
-            SELECT x.value, x.ordinality
-              FROM jsonb_array_elements(events) WITH ORDINALITY x
-             ORDER BY (x.value ->> 'scope') COLLATE "C",
-                      (x.value ->> 'webhookId') COLLATE "C",
-                      x.ordinality
-        LOOP
-            n_events := n_events + 1;
+        -- the order of the events (their ordinalities); a delivery of one
+        -- event, the usual case, needs no query for it
+        n_events := jsonb_array_length(events);
+        IF n_events > 1 THEN
+            v_order := ARRAY(
+                SELECT x.ordinality
+                  FROM jsonb_array_elements(events) WITH ORDINALITY x
+                 ORDER BY (x.value ->> 'scope') COLLATE "C",
+                          (x.value ->> 'webhookId') COLLATE "C",
+                          x.ordinality);
+        END IF;
+
+        FOR i IN 1 .. n_events LOOP
+            v_ord := coalesce(v_order[i], 1);
+            e := events -> (v_ord::int - 1);
             v_scope := e ->> 'scope';
             v_key := e ->> 'webhookId';
             v_type := coalesce(e ->> 'eventType', 'generic');
@@ -450,8 +482,18 @@ BEGIN
             END IF;
 
             -- a delivery is almost always one scope: look it up once
+            -- (metacloud_route(), inlined)
             IF v_last_scope IS DISTINCT FROM v_scope THEN
-                v_org := metacloud_route(v_scope);
+                IF v_scope LIKE 'waba:%' THEN
+                    v_org := (SELECT c."organizationId"
+                                FROM "MetaWhatsAppCredential" c
+                               WHERE c."wabaId" = substr(v_scope, 6)
+                               ORDER BY c."id" LIMIT 1);
+                ELSE
+                    v_org := (SELECT c."organizationId"
+                                FROM "MetaWhatsAppCredential" c
+                               WHERE c."phoneNumberId" = v_scope);
+                END IF;
                 v_last_scope := v_scope;
             END IF;
 

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# bench/pgbench-ingest.sh: PostgreSQL alone, without nginx: pgbench calls
+# metacloud_ingest() with one unique text message per transaction
+# (bench/pgbench-ingest.sql), as the module's role, with a prepared
+# statement like the module's pooled connections.
+#
+#   PGHOST=... PGPORT=... PGDATABASE=... bench/pgbench-ingest.sh [CLIENTS [SECONDS]]
+#
+# The database must be migrated (sql/migrate) and the fixture's number
+# registered:
+#   SELECT metacloud_add_phone_number('org', '106540352242922',
+#                                     '102290129340398', 't');
+# Environment: BENCH_JOBS (pgbench -j, 2), BENCH_USER (metacloud_module),
+# BENCH_PGOPTIONS (extra server settings for the session, e.g.
+# "-c synchronous_commit=off" for a CPU-bound figure without the WAL flush),
+# BENCH_PGDATA (the server's data directory, readable by this user: then the
+# CPU time of the pgbench backends is reported too, per transaction; taken
+# from the postmaster's cutime + cstime, which sum up its exited children).
+# Prints tps, average latency and the latency percentiles.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CLIENTS=${1:-8}
+SECONDS_=${2:-20}
+JOBS=${BENCH_JOBS:-2}
+USER_=${BENCH_USER:-metacloud_module}
+
+command -v pgbench >/dev/null || PATH=/usr/lib/postgresql/15/bin:$PATH
+
+# user + system CPU seconds of the postmaster's exited children
+children_cpu() {
+    [ -n "${BENCH_PGDATA:-}" ] || return 0
+    local pid
+    pid=$(head -1 "$BENCH_PGDATA/postmaster.pid")
+    # fields after the ")": state is field 3; cutime, cstime are 16, 17
+    sed 's/.*) //' "/proc/$pid/stat" |
+        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }'
+}
+
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+cpu0=$(children_cpu)
+
+PGOPTIONS="${PGOPTIONS:-} ${BENCH_PGOPTIONS:-}" \
+pgbench -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_" \
+    -U "$USER_" -f "$ROOT/bench/pgbench-ingest.sql" \
+    -l --log-prefix="$log/tx" >"$log/out" 2>&1 || { cat "$log/out"; exit 1; }
+
+grep -E '^(number of (transactions actually processed|failed)|latency average|tps)' \
+    "$log/out"
+
+# per-transaction log: client tx_no time_us script_no epoch epoch_us
+cat "$log"/tx* | awk '{ print $3 }' | sort -n | awk '
+    { v[NR] = $1 }
+    END {
+        if (NR == 0) exit
+        printf "latency p50 = %.3f ms, p90 = %.3f ms, p99 = %.3f ms, max = %.3f ms\n",
+               v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.90) + 1] / 1000,
+               v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000
+    }'
+
+if [ -n "$cpu0" ]; then
+    sleep 0.5   # the backends exit after pgbench
+    cpu1=$(children_cpu)
+    awk -v a="$cpu0" -v b="$cpu1" '
+        /^number of transactions actually processed/ { n = $NF + 0 }
+        END { if (n) printf "backend CPU = %.1f s, %.0f us per transaction\n",
+                            b - a, (b - a) * 1e6 / n }' "$log/out"
+fi
