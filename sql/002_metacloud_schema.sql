@@ -301,6 +301,10 @@ ALTER TABLE meta_cloud_messages
 -- One row per (number, wamid): the same wamid is seen by both numbers when
 -- two of the platform's numbers talk to each other, so the PRD's global
 -- unique on wamid (and on organizationId + wamid) is replaced.
+-- Every status raises "currentStatus" in place: room on each page lets
+-- those updates be HOT (no new entry in any of the indexes below).
+ALTER TABLE meta_cloud_messages SET (fillfactor = 80);
+
 DROP INDEX IF EXISTS "meta_cloud_messages_wamid_key";
 DROP INDEX IF EXISTS "meta_cloud_messages_organizationId_wamid_key";
 CREATE UNIQUE INDEX IF NOT EXISTS "meta_cloud_messages_phoneNumberId_wamid_key"
