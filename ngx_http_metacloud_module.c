@@ -56,6 +56,8 @@ static char *ngx_http_metacloud_add_secret(ngx_conf_t *cf,
     ngx_http_metacloud_loc_conf_t *mlcf, u_char *data, size_t len);
 static char *ngx_http_metacloud_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_metacloud_check_token(ngx_conf_t *cf, void *post,
+    void *data);
 static void *ngx_http_metacloud_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_metacloud_create_loc_conf(ngx_conf_t *cf);
@@ -63,6 +65,11 @@ static char *ngx_http_metacloud_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_metacloud_init_process(ngx_cycle_t *cycle);
 static void ngx_http_metacloud_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_post_t  ngx_http_metacloud_token_post = {
+    ngx_http_metacloud_check_token
+};
 
 
 /* like ngx_conf_check_num_bounds(), but the message names the directive */
@@ -117,7 +124,7 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_metacloud_loc_conf_t, verify_token),
-      NULL },
+      &ngx_http_metacloud_token_post },
 
     { ngx_string("metacloud_app_secret"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -918,6 +925,21 @@ ngx_http_metacloud_check_bounds(ngx_conf_t *cf, void *post, void *data)
                            &((ngx_str_t *) cf->args->elts)[0],
                            bounds->low, bounds->high);
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* an empty token is a typo, not a choice: say so at nginx -t */
+
+static char *
+ngx_http_metacloud_check_token(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *token = data;
+
+    if (token->len == 0) {
+        return "must not be empty";
     }
 
     return NGX_CONF_OK;

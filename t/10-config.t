@@ -112,6 +112,9 @@ refused(conf(http => 'metacloud_db "host=/tmp"; metacloud_db_timeout 0;'),
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret s; '
     . 'metacloud_app_secret off;'), qr/"metacloud_app_secret" directive/,
     'secret and off');
+refused(conf(loc => 'metacloud_webhook; metacloud_verify_token ""; '
+    . 'metacloud_app_secret s;'),
+    qr/"metacloud_verify_token" directive must not be empty/, 'empty token');
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret "";'),
     qr/"metacloud_app_secret" directive empty secret/, 'empty secret');
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret_file '
