@@ -177,6 +177,7 @@ ngx_module_t  ngx_http_metacloud_module = {
 
 static ngx_str_t  ngx_http_metacloud_json = ngx_string("application/json");
 static ngx_str_t  ngx_http_metacloud_text = ngx_string("text/plain");
+static ngx_str_t  ngx_http_metacloud_ok = ngx_string("{\"status\":\"ok\"}");
 static ngx_str_t  ngx_http_metacloud_sig_header =
     ngx_string("X-Hub-Signature-256");
 
@@ -444,7 +445,8 @@ static void
 ngx_http_metacloud_ingest_done(ngx_metacloud_pg_query_t *q,
     ngx_metacloud_pg_rc_e rc, PGresult *res)
 {
-    char                      *out;
+    size_t                     len;
+    u_char                    *out;
     json_t                    *doc, *media;
     ngx_int_t                  status;
     ngx_uint_t                 level;
@@ -478,8 +480,8 @@ ngx_http_metacloud_ingest_done(ngx_metacloud_pg_query_t *q,
         /* the transaction has committed: the data is durable */
         status = ngx_http_metacloud_send(r, NGX_HTTP_OK,
                                          &ngx_http_metacloud_json,
-                                         (u_char *) "{\"status\":\"ok\"}",
-                                         sizeof("{\"status\":\"ok\"}") - 1);
+                                         ngx_http_metacloud_ok.data,
+                                         ngx_http_metacloud_ok.len);
         goto done;
     }
 
@@ -512,36 +514,23 @@ ngx_http_metacloud_ingest_done(ngx_metacloud_pg_query_t *q,
                         json_string(mc_body_rc_str(ctx->norm.rc)));
     json_object_set_new(doc, "events", json_integer(ctx->norm.nevents));
 
-    out = json_dumps(doc, JSON_COMPACT|JSON_SORT_KEYS);
+    /* jansson writes straight into the request's pool */
+
+    len = json_dumpb(doc, NULL, 0, JSON_COMPACT|JSON_SORT_KEYS);
+    out = len ? ngx_pnalloc(r->pool, len) : NULL;
+
+    if (out) {
+        json_dumpb(doc, (char *) out, len, JSON_COMPACT|JSON_SORT_KEYS);
+
+    } else {
+        out = ngx_http_metacloud_ok.data;
+        len = ngx_http_metacloud_ok.len;
+    }
+
     json_decref(doc);
 
-    if (out == NULL) {
-        status = ngx_http_metacloud_send(r, NGX_HTTP_OK,
-                                         &ngx_http_metacloud_json,
-                                         (u_char *) "{\"status\":\"ok\"}",
-                                         sizeof("{\"status\":\"ok\"}") - 1);
-        goto done;
-    }
-
-    {
-        size_t   len;
-        u_char  *p;
-
-        len = ngx_strlen(out);
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            free(out);
-            status = NGX_ERROR;
-            goto done;
-        }
-
-        ngx_memcpy(p, out, len);
-        free(out);
-
-        status = ngx_http_metacloud_send(r, NGX_HTTP_OK,
-                                         &ngx_http_metacloud_json, p, len);
-    }
+    status = ngx_http_metacloud_send(r, NGX_HTTP_OK, &ngx_http_metacloud_json,
+                                     out, len);
 
 done:
 
