@@ -23,6 +23,7 @@
 # cluster again and ends the lock session, even when the suite dies.
 #
 # Run: make test T=t/70-pg-down.t
+# mc-valgrind
 use strict;
 use warnings;
 

@@ -16,6 +16,7 @@
 #     connection of the module role remains.
 #
 # Run: make test T=t/80-reload.t
+# mc-valgrind
 use strict;
 use warnings;
 
