@@ -341,7 +341,7 @@ DECLARE
     ev  record;
 BEGIN
     FOR ev IN
-        SELECT w."id", w."event" -> 'status' AS s
+        SELECT w."id", w."event"
           FROM meta_cloud_webhook_events w
          WHERE w."scope" = NEW."phoneNumberId"
            AND ((w."event" -> 'status') ->> 'wamid') = NEW."wamid"
@@ -350,23 +350,8 @@ BEGIN
          ORDER BY w."receivedAt", w."webhookId"
            FOR UPDATE
     LOOP
-        BEGIN
-            IF metacloud_apply_status(ev."id", NEW."phoneNumberId", ev.s) THEN
-                UPDATE meta_cloud_webhook_events
-                   SET "processed" = true, "processedAt" = now(),
-                       "error" = NULL, "updatedAt" = now()
-                 WHERE "id" = ev."id";
-            END IF;
-        EXCEPTION
-            WHEN transaction_rollback OR lock_not_available
-                 OR insufficient_resources OR operator_intervention
-                 OR system_error THEN
-                RAISE;
-            WHEN OTHERS THEN
-                UPDATE meta_cloud_webhook_events
-                   SET "error" = SQLERRM, "updatedAt" = now()
-                 WHERE "id" = ev."id";
-        END;
+        PERFORM metacloud_process_guarded(ev."id", NEW."organizationId",
+                                          ev."event", true);
     END LOOP;
 
     RETURN NULL;
@@ -393,6 +378,58 @@ AS $$
         ELSE (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
                WHERE c."phoneNumberId" = p_scope)
     END
+$$;
+
+
+-- metacloud_process_guarded() -------------------------------------------
+-- Processes one stored event in a sub-transaction and records the outcome
+-- on its row: an error marks the event failed (processed false, error =
+-- the message) and undoes only its rows; a status whose message is not
+-- known yet waits ('message not found').  Errors that are not the event's
+-- fault (deadlock, serialisation, lock timeout, out of resources, shutdown)
+-- abort the whole call instead, so that the module answers 503 and Meta
+-- retries.  p_mark_ok: also set processed = true on success (an event
+-- stored unprocessed, as the replay has it).  Only called from the pinned
+-- entry points: no search_path of its own.
+
+CREATE OR REPLACE FUNCTION metacloud_process_guarded(p_event_id text,
+    p_org text, p_ev jsonb, p_mark_ok boolean,
+    OUT outcome text, OUT media_id text, OUT meta_media_id text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    BEGIN
+        SELECT p.outcome, p.media_id, p.meta_media_id
+          INTO outcome, media_id, meta_media_id
+          FROM metacloud_process_event(p_event_id, p_org, p_ev) p;
+    EXCEPTION
+        WHEN transaction_rollback OR lock_not_available
+             OR insufficient_resources OR operator_intervention
+             OR system_error THEN
+            RAISE;
+        WHEN OTHERS THEN
+            UPDATE meta_cloud_webhook_events
+               SET "processed" = false, "processedAt" = NULL,
+                   "error" = SQLERRM, "updatedAt" = now()
+             WHERE "id" = p_event_id;
+            outcome := 'failed';
+            media_id := NULL;
+            meta_media_id := NULL;
+            RETURN;
+    END;
+
+    IF outcome = 'pending' THEN
+        UPDATE meta_cloud_webhook_events
+           SET "processed" = false, "processedAt" = NULL,
+               "error" = 'message not found', "updatedAt" = now()
+         WHERE "id" = p_event_id;
+    ELSIF p_mark_ok THEN
+        UPDATE meta_cloud_webhook_events
+           SET "processed" = true, "processedAt" = now(), "error" = NULL,
+               "updatedAt" = now()
+         WHERE "id" = p_event_id;
+    END IF;
+END
 $$;
 
 
@@ -538,33 +575,16 @@ BEGIN
                 CONTINUE;
             END IF;
 
-            BEGIN
-                p := metacloud_process_event(v_event_id, v_org, e);
+            p := metacloud_process_guarded(v_event_id, v_org, e, false);
 
-                IF p.outcome = 'pending' THEN
-                    UPDATE meta_cloud_webhook_events
-                       SET "processed" = false, "processedAt" = NULL,
-                           "error" = 'message not found', "updatedAt" = now()
-                     WHERE "id" = v_event_id;
-                    n_pending := n_pending + 1;
-                ELSIF p.media_id IS NOT NULL THEN
-                    v_media := v_media || jsonb_build_array(jsonb_build_object(
-                                   'id', p.media_id, 'mediaId', p.meta_media_id));
-                END IF;
-            EXCEPTION
-                -- not the event's fault: fail the whole delivery, so that
-                -- the module answers 503 and Meta retries it
-                WHEN transaction_rollback OR lock_not_available
-                     OR insufficient_resources OR operator_intervention
-                     OR system_error THEN
-                    RAISE;
-                WHEN OTHERS THEN
-                    UPDATE meta_cloud_webhook_events
-                       SET "processed" = false, "processedAt" = NULL,
-                           "error" = SQLERRM, "updatedAt" = now()
-                     WHERE "id" = v_event_id;
-                    n_failed := n_failed + 1;
-            END;
+            IF p.outcome = 'failed' THEN
+                n_failed := n_failed + 1;
+            ELSIF p.outcome = 'pending' THEN
+                n_pending := n_pending + 1;
+            ELSIF p.media_id IS NOT NULL THEN
+                v_media := v_media || jsonb_build_array(jsonb_build_object(
+                               'id', p.media_id, 'mediaId', p.meta_media_id));
+            END IF;
         END LOOP;
     END IF;
 
@@ -630,28 +650,8 @@ BEGIN
        SET "organizationId" = v_org, "unrouted" = false, "updatedAt" = now()
      WHERE "id" = w."id";
 
-    BEGIN
-        p := metacloud_process_event(w."id", v_org, ev);
-        UPDATE meta_cloud_webhook_events
-           SET "processed" = (p.outcome = 'ok'),
-               "processedAt" = CASE WHEN p.outcome = 'ok' THEN now() END,
-               "error" = CASE WHEN p.outcome = 'pending'
-                              THEN 'message not found' END,
-               "updatedAt" = now()
-         WHERE "id" = w."id";
-        RETURN p.outcome;
-    EXCEPTION
-        WHEN transaction_rollback OR lock_not_available
-             OR insufficient_resources OR operator_intervention
-             OR system_error THEN
-            RAISE;
-        WHEN OTHERS THEN
-            UPDATE meta_cloud_webhook_events
-               SET "processed" = false, "processedAt" = NULL,
-                   "error" = SQLERRM, "updatedAt" = now()
-             WHERE "id" = w."id";
-            RETURN 'failed';
-    END;
+    p := metacloud_process_guarded(w."id", v_org, ev, true);
+    RETURN p.outcome;
 END
 $$;
 
@@ -785,6 +785,7 @@ REVOKE ALL ON FUNCTION metacloud_on_message(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_status(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
