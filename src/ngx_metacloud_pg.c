@@ -412,7 +412,6 @@ ngx_metacloud_pg_wrap_socket(ngx_metacloud_pg_conn_t *pc)
 
     c->data = pc;
     c->log = pc->pool->log;
-    c->shared = 1;      /* not to be closed by nginx */
 
     rev = c->read;
     wev = c->write;
