@@ -34,7 +34,8 @@ typedef struct ngx_http_metacloud_pg_query_s  ngx_http_metacloud_pg_query_t;
 typedef enum {
     NGX_HTTP_METACLOUD_PG_OK = 0,       /* the statement succeeded */
     NGX_HTTP_METACLOUD_PG_ERROR,        /* the statement failed (logged) */
-    NGX_HTTP_METACLOUD_PG_UNAVAILABLE   /* no connection, timeout, old schema */
+    NGX_HTTP_METACLOUD_PG_UNAVAILABLE   /* no connection, timeout, old
+                                           schema */
 } ngx_http_metacloud_pg_rc_e;
 
 
@@ -70,10 +71,9 @@ struct ngx_http_metacloud_pg_query_s {
 
     /* set by the pool when the handler runs */
     ngx_http_metacloud_pg_rc_e         rc;
-    PGresult                          *result;   /* on OK: the last result,
-                                                    cleared after the handler
-                                                    returns unless it sets
-                                                    q->result to NULL */
+    PGresult                          *result;   /* on OK: the last result;
+                                                    valid while the handler
+                                                    runs, cleared after */
     ngx_msec_t                         start;    /* when it was run */
 
     /* private to the pool */
@@ -137,6 +137,7 @@ ngx_int_t ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
 
 /*
  * The caller goes away: the handler will not run, a result is dropped.
+ * (A handler itself may free its query: the pool no longer uses it.)
  * A no-op for a query never run or already completed.
  */
 void ngx_http_metacloud_pg_cancel(ngx_http_metacloud_pg_query_t *q);
