@@ -51,9 +51,6 @@ test:
 # database.  Otherwise the `make run` cluster, started for the occasion.
 migrate:
 	@set -e; cd $(PROJECT_ROOT); \
-	if [ ! -x sql/migrate ]; then \
-	    echo "migrate: sql/migrate is not there yet"; exit 0; \
-	fi; \
 	if [ -n "$${PGDATABASE:-}" ]; then \
 	    exec sql/migrate; \
 	fi; \
@@ -78,11 +75,7 @@ psql:
 bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
-	@if [ -x $(PROJECT_ROOT)/scripts/bench ]; then \
-	    $(PROJECT_ROOT)/scripts/bench; \
-	else \
-	    echo "bench: scripts/bench is not there yet (issue 2, section 6)"; \
-	fi
+	@$(PROJECT_ROOT)/scripts/bench
 
 # double-colon: mk/core.mk may add its own `clean::` recipe
 clean::
@@ -94,5 +87,5 @@ distclean:: clean
 	done
 	rm -rf $(RUN_DIR)
 
-# the core's targets: normalize, unit, golden (optional until it lands)
--include $(PROJECT_ROOT)/mk/core.mk
+# the core's targets: normalize, unit, golden
+include $(PROJECT_ROOT)/mk/core.mk
