@@ -11,6 +11,8 @@
 #                     the `make run` cluster's database metacloud)
 #   make psql         psql into the `make run` database
 #   make bench        scripts/bench (wrk)
+#   make bench-compare  the module of BASE (a git revision, 529180b) and of
+#                     this tree side by side, interleaved (scripts/bench-compare)
 #   make clean        remove build/;  make distclean: also .run/ (clusters)
 #
 # The core's own targets (normalize, unit, golden) come from mk/core.mk.
@@ -24,8 +26,10 @@ PROJECT_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
 RUN_DIR := $(PROJECT_ROOT)/.run
 
 export T VALGRIND VALGRIND_T PROVE_FLAGS MC_KEEP UNIT TEST_PG_PORT RUN_PG_PORT KEEP_PG
+export BASE BENCH_PG_PORT
 
-.PHONY: deps build build-debug run migrate psql test bench clean distclean
+.PHONY: deps build build-debug run migrate psql test bench bench-compare \
+        clean distclean
 
 deps:
 	@$(PROJECT_ROOT)/scripts/deps
@@ -76,6 +80,11 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(PROJECT_ROOT)/scripts/bench
+
+bench-compare:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@$(PROJECT_ROOT)/scripts/bench-compare
 
 # double-colon: mk/core.mk may add its own `clean::` recipe
 clean::
