@@ -33,6 +33,7 @@ struct ngx_http_metacloud_pg_conn_s {
     ngx_http_metacloud_pg_t          *pg;
     PGconn                           *pgconn;
     ngx_connection_t                 *c;
+    ngx_file_uniq_t                   sock;     /* the wrapped socket inode */
     ngx_http_metacloud_pg_query_t    *query;
     PGresult                         *result;   /* the last one, kept */
     ngx_http_metacloud_pg_state_e     state;
@@ -581,6 +582,8 @@ failed:
  * libpq owns the socket; nginx gets an ngx_connection_t around it only to
  * receive its events.  During PQconnectPoll() libpq may switch to another
  * socket (several hosts or addresses), so the wrapper is renewed then.
+ * The new socket usually gets the number the old one had, which the kernel
+ * dropped from epoll when libpq closed it: the inode tells them apart.
  */
 
 static ngx_int_t
@@ -588,6 +591,7 @@ ngx_http_metacloud_pg_wrap_socket(ngx_http_metacloud_pg_conn_t *pc)
 {
     int                fd;
     ngx_uint_t         timer;
+    ngx_file_info_t    fi;
     ngx_connection_t  *c;
 
     fd = PQsocket(pc->pgconn);
@@ -598,10 +602,17 @@ ngx_http_metacloud_pg_wrap_socket(ngx_http_metacloud_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                      "metacloud: " ngx_fd_info_n " on a PostgreSQL socket "
+                      "failed");
+        return NGX_ERROR;
+    }
+
     timer = 0;
 
     if (pc->c) {
-        if (pc->c->fd == fd) {
+        if (pc->c->fd == fd && pc->sock == ngx_file_uniq(&fi)) {
             return NGX_OK;
         }
 
@@ -623,6 +634,8 @@ ngx_http_metacloud_pg_wrap_socket(ngx_http_metacloud_pg_conn_t *pc)
 
     c->data = pc;
     ngx_http_metacloud_pg_set_log(c, ngx_cycle->log);
+
+    pc->sock = ngx_file_uniq(&fi);
 
     c->read->handler = ngx_http_metacloud_pg_event_handler;
     c->write->handler = ngx_http_metacloud_pg_event_handler;

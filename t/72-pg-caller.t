@@ -19,6 +19,12 @@
 #    Before, the 503 was written inside the caller, before b.  A second
 #    POST during the back-off is refused at once (NGX_DECLINED): 503 too.
 #
+# 3. A conninfo with two hosts, the first a TCP port where nothing listens:
+#    libpq gives up on it inside PQconnectPoll() and connects to the second
+#    on a new socket, which usually gets the old one's number; the pool
+#    registers it anyway (the socket's inode differs) and the POST gets 200
+#    at once, not 503 at metacloud_db_timeout.
+#
 # Run: make test T=t/72-pg-caller.t
 # mc-valgrind
 use strict;
@@ -28,6 +34,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use IO::Socket::INET;
 use MCTest;
 
 my $t1 = MCTest->new(name => 'pgerr');
@@ -35,11 +42,12 @@ plan skip_all => 'module not built' unless $t1->has_module;
 
 my $URI = $MCTest::WEBHOOK_URI;
 
-# ----------------------------------------------------------------------
-# 1. a PostgreSQL error names its request
-
-$t1->write_conf(<<'EOF');
-metacloud_db "%%DB%%";
+# a webhook location with this metacloud_db
+sub conf {
+    my ($db) = @_;
+    return <<"EOF";
+metacloud_db "$db";
+metacloud_db_timeout 3s;
 server {
     listen 127.0.0.1:%%PORT%%;
     location = /webhooks/whatsapp {
@@ -48,6 +56,12 @@ server {
     }
 }
 EOF
+}
+
+# ----------------------------------------------------------------------
+# 1. a PostgreSQL error names its request
+
+$t1->write_conf(conf('%%DB%%'));
 
 $t1->run;
 
@@ -72,16 +86,9 @@ $t1->stop;
 
 my $t = MCTest->new(name => 'pgasync', db => 0);
 
-$t->write_conf(<<'EOF', error_log_level => 'debug');
-metacloud_db "host=%%TESTDIR%%/no-such-dir dbname=x user=metacloud_module";
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location = /webhooks/whatsapp {
-        metacloud_webhook;
-        metacloud_app_secret %%SECRET%%;
-    }
-}
-EOF
+$t->write_conf(conf('host=%%TESTDIR%%/no-such-dir dbname=x '
+                    . 'user=metacloud_module'),
+               error_log_level => 'debug');
 
 $t->run;
 
@@ -116,5 +123,30 @@ SKIP: {
 
 ($st) = $t->post_signed($URI, $body);
 is($st, 503, 'during the back-off: 503 too');
+
+$t->stop;
+
+# ----------------------------------------------------------------------
+# 3. libpq moves to the second host on a new socket
+
+my $t3 = MCTest->new(name => 'pghosts');
+
+my $closed = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1:0')
+    or die "listen: $!";
+my $cport = $closed->sockport;
+close $closed;
+
+$t3->write_conf(conf("host=127.0.0.1,$ENV{PGHOST} port=$cport,$ENV{PGPORT} "
+                     . 'dbname=%%DBNAME%% user=metacloud_module '
+                     . 'sslmode=disable'));
+$t3->sql(q{SELECT metacloud_add_phone_number('org-test', '106540352242922',
+                                             '102290129340398', 'tok')});
+$t3->run;
+
+($st, $h, $b) = $t3->post_signed($URI, $t3->wire('meta_text'));
+is($st, 200, 'first host refused, second host: 200') or diag($b);
+unlike($t3->error_log, qr/timed out/, '  no timeout on the way');
+is($t3->sql1('SELECT count(*) FROM meta_cloud_webhook_requests'), 1,
+   '  stored');
 
 done_testing;
