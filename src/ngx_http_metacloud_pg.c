@@ -658,8 +658,11 @@ ngx_http_metacloud_pg_wrap_socket(ngx_http_metacloud_pg_conn_t *pc)
  * method wants: once, edge-triggered, with epoll and kqueue; with a
  * level-triggered method (poll, select) the write event is added only
  * while it is wanted, so an idle connection does not spin.  Verified on
- * epoll (Debian's nginx has no other method for Linux): the suites run
- * every path, PostgreSQL down and restarted included.
+ * epoll only, the one method Debian's nginx is built with: the suites
+ * (make test, also under valgrind) drive connect, query, flush, idle and
+ * close, PostgreSQL stopped and restarted under an idle connection, its
+ * FATAL and EOF in one event (t/70-pg-down.t), libpq moving to a second
+ * host (t/72-pg-caller.t) and reloads under traffic (t/80-reload.t).
  */
 
 static ngx_int_t
