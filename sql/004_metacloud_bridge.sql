@@ -518,14 +518,14 @@ BEGIN
     END IF;
 
     -- the person: the sender of an inbound message, the recipient of an
-    -- outbound one
+    -- outbound one; else the matched contact (history: the thread)
     v_in := m."direction" = 'INBOUND';
     IF v_in THEN
-        v_phone := m."from";
-        v_uid := m."fromUserId";
+        v_phone := coalesce(m."from", m."contactWaId");
+        v_uid := coalesce(m."fromUserId", m."contactUserId");
     ELSE
-        v_phone := m."to";
-        v_uid := m."toUserId";
+        v_phone := coalesce(m."to", m."contactWaId");
+        v_uid := coalesce(m."toUserId", m."contactUserId");
     END IF;
 
     IF m."type" = 'SYSTEM' THEN
