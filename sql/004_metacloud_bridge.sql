@@ -102,23 +102,33 @@ $$;
 
 -- metacloud_bridge_lock_person() -----------------------------------------
 -- Serialises the transactions that look up or create the lead of one
--- person: every key (phone, user id) is locked, in one order, until commit,
--- so a second transaction looks again after the first committed.  The
--- platform's tables need no unique index for this.
+-- person: every key (phone, user id) is locked until commit, so a second
+-- transaction looks again after the first committed.  The platform's tables
+-- need no unique index for this.  One global order (phones, then user ids,
+-- each sorted) keeps two transactions from taking them crosswise.
+-- PL/pgSQL: a SQL function with a FROM clause is not inlined, and would be
+-- planned again on every call.
 
 CREATE OR REPLACE FUNCTION metacloud_bridge_lock_person(p_org text,
     p_phones text[], p_user_ids text[])
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
-    SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
-      FROM (SELECT DISTINCT k COLLATE "C" AS k
-              FROM (SELECT 'lead|' || p_org || '|p|' || x FROM unnest(p_phones) x
-                    UNION ALL
-                    SELECT 'lead|' || p_org || '|u|' || x FROM unnest(p_user_ids) x)
-                   AS keys(k)
-             WHERE k IS NOT NULL
-             ORDER BY 1) s
+DECLARE
+    k  text;
+BEGIN
+    -- 'p|' sorts before 'u|': the order of metacloud_bridge_default_lead()
+    FOREACH k IN ARRAY ARRAY(
+        SELECT DISTINCT y
+          FROM (SELECT 'p|' || x FROM unnest(p_phones) x
+                UNION ALL
+                SELECT 'u|' || x FROM unnest(p_user_ids) x) AS keys(y)
+         WHERE y IS NOT NULL ORDER BY 1)
+    LOOP
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|' || k, 0));
+    END LOOP;
+END
 $$;
 
 
@@ -141,8 +151,16 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    PERFORM metacloud_bridge_lock_person(p_org, ARRAY[p_phone],
-                                         ARRAY[p_user_id]);
+    -- metacloud_bridge_lock_person() for one phone and one user id,
+    -- without its arrays: this runs for every message
+    IF p_phone IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|p|' || p_phone, 0));
+    END IF;
+    IF p_user_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|u|' || p_user_id, 0));
+    END IF;
 
     -- as jsonb: a platform's table without "username" reads it as NULL
     SELECT to_jsonb(x) INTO l FROM "Lead" x
@@ -333,8 +351,9 @@ DECLARE
     v_id      text := m."messageId";
 BEGIN
     -- history: the status the message had in the app
-    IF metacloud_bridge_rank(upper(m."historyStatus"))
-       > metacloud_bridge_rank(v_status)
+    IF m."historyStatus" IS NOT NULL
+       AND metacloud_bridge_rank(upper(m."historyStatus"))
+           > metacloud_bridge_rank(v_status)
     THEN
         v_status := upper(m."historyStatus");
     END IF;
@@ -528,6 +547,17 @@ BEGIN
         v_uid := coalesce(m."toUserId", m."contactUserId");
     END IF;
 
+    v_change := m."type" IN ('REACTION', 'EDIT', 'REVOKE');
+    IF v_change THEN
+        v_target := coalesce(m."reactionMessageId", m."originalMessageId");
+        -- the lock of the target's insertion (003): a target committing at
+        -- the same moment is waited for, then seen, or sees this row.
+        -- Taken before the person's locks, which the target's transaction
+        -- takes after its own: never crosswise.
+        PERFORM pg_advisory_xact_lock(hashtext(m."phoneNumberId"),
+                                      hashtext(v_target));
+    END IF;
+
     IF m."type" = 'SYSTEM' THEN
         v_sys := m."rawMessageData" -> 'system';
         IF v_sys ->> 'type' IN ('user_changed_number', 'user_changed_user_id')
@@ -548,7 +578,6 @@ BEGIN
         RETURN;
     END IF;
 
-    v_change := m."type" IN ('REACTION', 'EDIT', 'REVOKE');
     v_conv := metacloud_bridge_conversation(m."organizationId",
                   m."phoneNumberId", v_lead, m."sentAt", v_in);
     -- only a customer's new message opens a ticket
@@ -557,11 +586,6 @@ BEGIN
                     AND m."type" <> 'SYSTEM');
 
     IF v_change THEN
-        v_target := coalesce(m."reactionMessageId", m."originalMessageId");
-        -- the lock of the target's insertion (003): a target committing at
-        -- the same moment is waited for, then seen, or sees this row
-        PERFORM pg_advisory_xact_lock(hashtext(m."phoneNumberId"),
-                                      hashtext(v_target));
         PERFORM metacloud_bridge_change(m, (
             SELECT t."messageId" FROM meta_cloud_messages t
              WHERE t."phoneNumberId" = m."phoneNumberId"
