@@ -39,32 +39,13 @@ plan skip_all => 'module not built' unless $t->has_module;
 binmode(Test::More->builder->$_, ':encoding(UTF-8)')
     for qw(output failure_output todo_output);
 
-$t->write_conf(<<'EOF');
-metacloud_db "%%DB%%";
-metacloud_db_pool 8;
-metacloud_db_timeout 60s;
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location = /webhooks/whatsapp {
-        metacloud_webhook;
-        metacloud_verify_token %%VERIFY_TOKEN%%;
-        metacloud_app_secret %%SECRET%%;
-        client_max_body_size 4m;
-        client_body_buffer_size 4m;
-    }
-}
-EOF
-$t->run;
-
 my $b = MCBridge->new($t);
+$b->start(8);
 my $PHONE = $MCBridge::PHONE;
 my $CUST = '16505551234';
 my $SHEENA = MCBridge::contact('Sheena Nelson', $CUST);
 # psql gives bytes: the UTF-8 of U+1F44D
 my $THUMBS = "\xf0\x9f\x91\x8d";
-
-$t->sql(q{SELECT metacloud_add_phone_number('org-test', :'v1', :'v2', 'tok')},
-        $PHONE, $MCBridge::WABA);
 
 sub rows { return $t->sql(@_) }
 sub one { return $t->sql1(@_) }

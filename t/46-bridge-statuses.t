@@ -30,30 +30,12 @@ use MCBridge;
 my $t = MCTest->new(name => 'bridge_status');
 plan skip_all => 'module not built' unless $t->has_module;
 
-$t->write_conf(<<'EOF');
-metacloud_db "%%DB%%";
-metacloud_db_pool 4;
-metacloud_db_timeout 60s;
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location = /webhooks/whatsapp {
-        metacloud_webhook;
-        metacloud_verify_token %%VERIFY_TOKEN%%;
-        metacloud_app_secret %%SECRET%%;
-        client_max_body_size 4m;
-        client_body_buffer_size 4m;
-    }
-}
-EOF
-$t->run;
-
 my $b = MCBridge->new($t);
+$b->start(4);
 my $PHONE = $MCBridge::PHONE;
 my $CUST = '16505551234';
 my $SENDER = 'mct_sender_' . $$;
 
-$t->sql(q{SELECT metacloud_add_phone_number('org-test', :'v1', :'v2', 'tok')},
-        $PHONE, $MCBridge::WABA);
 $t->sql(qq{CREATE ROLE $SENDER; GRANT metacloud_platform TO $SENDER;
            INSERT INTO "CampaignRecipient" ("id", "organizationId")
            VALUES ('cr-1', 'org-test'), ('cr-2', 'org-test'),

@@ -9,8 +9,6 @@ use warnings;
 
 use Test::More;
 use IO::Handle;
-use IO::Select;
-use IO::Socket::INET;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use MCTest;
@@ -25,6 +23,30 @@ my $JSON = JSON::PP->new->utf8->canonical;
 sub new {
     my ($class, $t) = @_;
     return bless { t => $t, lock_pid => undef }, $class;
+}
+
+# start($pool): nginx with the webhook location, our number registered
+sub start {
+    my ($self, $pool) = @_;
+    my $t = $self->{t};
+    $t->write_conf(<<"EOF");
+metacloud_db "%%DB%%";
+metacloud_db_pool $pool;
+metacloud_db_timeout 60s;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = $URI {
+        metacloud_webhook;
+        metacloud_verify_token %%VERIFY_TOKEN%%;
+        metacloud_app_secret %%SECRET%%;
+        client_max_body_size 4m;
+        client_body_buffer_size 4m;
+    }
+}
+EOF
+    $t->run;
+    $t->sql(q{SELECT metacloud_add_phone_number('org-test', :'v1', :'v2',
+                                                'tok')}, $PHONE, $WABA);
 }
 
 sub json { return $JSON }
@@ -90,42 +112,6 @@ sub empty_db {
 # ----------------------------------------------------------------------
 # the held-lock race
 
-sub _send_raw {
-    my ($self, $body) = @_;
-    my $t = $self->{t};
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $t->port, Proto => 'tcp',
-                                  Timeout => 10)
-        or die "connect: $!";
-    binmode $s;
-    my $req = "POST $URI HTTP/1.1\r\nHost: localhost\r\n"
-            . "Connection: close\r\nContent-Type: application/json\r\n"
-            . 'Content-Length: ' . length($body) . "\r\n"
-            . 'X-Hub-Signature-256: ' . $t->sign($body) . "\r\n\r\n" . $body;
-    my $off = 0;
-    while ($off < length $req) {
-        my $n = syswrite($s, $req, length($req) - $off, $off);
-        die "write: $!" unless defined $n;
-        $off += $n;
-    }
-    return $s;
-}
-
-sub _read_answer {
-    my ($self, $s) = @_;
-    my $resp = '';
-    my $sel = IO::Select->new($s);
-    my $end = time + 40 * $self->{t}->timeout_factor;
-    while (time < $end) {
-        last unless $sel->can_read($end - time);
-        my $n = sysread($s, $resp, 65536, length $resp);
-        last if !$n;
-    }
-    close $s;
-    my ($rst, $rh, $rb) = MCTest::_parse_response($resp);
-    return [$rst, eval { $JSON->decode($rb) }, $resp];
-}
-
 # race($label, table => $t, bodies => [...]): a superuser session holds
 # EXCLUSIVE on the table (every delivery ends with an INSERT into it), the
 # bodies are sent at once, the suite waits until every delivery's backend
@@ -163,7 +149,8 @@ sub race {
     is($locked, 1, "$label: EXCLUSIVE held on $table");
 
     my $before = $t->sql1('SELECT count(*) FROM meta_cloud_webhook_requests');
-    my @socks = map { $self->_send_raw($_) } @bodies;
+    my @socks = map { $t->post_signed($URI, $_, nowait => 1, timeout => 60) }
+                @bodies;
 
     my $waiting = 0;
     $deadline = time + 30 * $tf;
@@ -190,7 +177,10 @@ sub race {
     $self->{lock_pid} = undef;
     is($rc, 0, "$label: the lock session ended cleanly");
 
-    my @answers = map { $self->_read_answer($_) } @socks;
+    my @answers = map {
+        my ($rst, $rh, $rb) = $t->response($_);
+        [$rst, eval { $JSON->decode($rb) }, $t->last_response]
+    } @socks;
     my $i = 0;
     for my $a (@answers) {
         $i++;
@@ -213,7 +203,9 @@ __END__
 
 =head1 API
 
-  my $b = MCBridge->new($t);            $t: an MCTest with nginx running
+  my $b = MCBridge->new($t);
+  $b->start($pool)   nginx (metacloud_db_pool $pool) and the number of
+                     org-test registered
   $b->body($fixture, item => sub { my ($item, $value) = @_ },
            contacts => [...] | undef, phone => .., waba => .., display => ..)
   MCBridge::contact($name, $wa_id, %more)   a value.contacts array
