@@ -24,7 +24,7 @@ my $migrate = "PGDATABASE=$db " . shq("$root/sql/migrate");
 ($ok, $out) = run($migrate);
 ok($ok, 'sql/migrate') or diag($out);
 ($ok, $out) = run($migrate);
-ok($ok && $out =~ /^nothing to apply \(schema version 3\)$/m,
+ok($ok && $out =~ /^nothing to apply \(schema version 4\)$/m,
    'sql/migrate again applies nothing') or diag($out);
 
 for my $file (sort glob("$root/t/sql/*.sql")) {

@@ -43,7 +43,7 @@ PGDATABASE=$db "$root/sql/migrate" >"$tmp" 2>&1
 report $? "sql/migrate"
 
 PGDATABASE=$db "$root/sql/migrate" >"$tmp" 2>&1 \
-    && grep -q '^nothing to apply (schema version 3)$' "$tmp"
+    && grep -q '^nothing to apply (schema version 4)$' "$tmp"
 report $? "sql/migrate again applies nothing"
 
 for file in "$@"; do
