@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mc_core.h"
+#include "mc_normalize_int.h"
 
 
 #define MC_FFFD_ESC      "\\ufffd"
@@ -25,8 +25,6 @@
 #define MC_FFFD_UTF8     "\xef\xbf\xbd"
 
 
-static size_t mc_prepass_run(const unsigned char *p, size_t len,
-    unsigned char *out);
 static int mc_prepass_is_key(const unsigned char *p, size_t len, size_t i);
 static long mc_prepass_hex4(const unsigned char *p, size_t len, size_t i);
 static size_t mc_prepass_utf8(const unsigned char *p, size_t len, size_t i,
@@ -72,7 +70,12 @@ mc_prepass(const unsigned char *body, size_t len, size_t *out_len)
     } while (0)
 
 
-static size_t
+/*
+ * One run over the body: writes into out unless it is NULL, and returns the
+ * length of the output either way.
+ */
+
+size_t
 mc_prepass_run(const unsigned char *p, size_t len, unsigned char *out)
 {
     int             in_string, is_key, valid;
