@@ -13,9 +13,9 @@
 
 /* a value.contacts[] entry */
 static const mc_field_t  mc_contact_fields[] = {
-    { "waId",                 { "wa_id" },                 mc_string },
-    { "userId",               { "user_id" },               mc_string },
-    { "parentUserId",         { "parent_user_id" },        mc_string },
+    { "waId",                 { "wa_id" },                 mc_id },
+    { "userId",               { "user_id" },               mc_id },
+    { "parentUserId",         { "parent_user_id" },        mc_id },
     { "name",                 { "profile", "name" },       mc_string },
     { "username",             { "profile", "username" },   mc_string },
     { "identityKeyHash",      { "identity_key_hash" },     mc_string },
@@ -27,8 +27,8 @@ static const mc_field_t  mc_sync_fields[] = {
     { "action",               { "action" },                mc_string },
     { "name",                 { "contact", "full_name" },  mc_string },
     { "firstName",            { "contact", "first_name" }, mc_string },
-    { "phoneNumber",          { "contact", "phone_number" }, mc_string },
-    { "userId",               { "contact", "user_id" },    mc_string },
+    { "phoneNumber",          { "contact", "phone_number" }, mc_id },
+    { "userId",               { "contact", "user_id" },    mc_id },
     { "username",             { "contact", "username" },   mc_string },
     { "timestamp",            { "metadata", "timestamp" }, mc_time },
     { NULL,                   { NULL },                    NULL }

@@ -115,6 +115,61 @@ mc_scope_set(mc_ctx_t *ctx)
 }
 
 
+/*
+ * An id as it enters a key or an indexed column: as it is up to
+ * MC_ID_MAX bytes; longer, its first MC_ID_MAX bytes (cut back to a whole
+ * UTF-8 character), "~" and the SHA-256 (hex) of the whole id.  Bounded,
+ * so that neither a key nor a btree entry can outgrow PostgreSQL's limit;
+ * stable across retries; unique, because a kept id is never longer than
+ * MC_ID_MAX and a shortened one always is.
+ */
+
+json_t *
+mc_id(mc_ctx_t *ctx, json_t *v)
+{
+    char         hex[MC_SHA256_HEX_LEN + 1];
+    char        *p;
+    size_t       cut, len;
+    json_t      *id;
+    const char  *s;
+
+    v = mc_string(ctx, v);
+
+    if (v == NULL || json_string_length(v) <= MC_ID_MAX) {
+        return v;
+    }
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+
+    for (cut = MC_ID_MAX; cut > 0 && ((unsigned char) s[cut] & 0xc0) == 0x80;
+         cut--)
+    {
+        /* void */
+    }
+
+    id = NULL;
+    p = mc_malloc(cut + 1 + MC_SHA256_HEX_LEN);
+
+    if (p != NULL && mc_sha256_hex(s, len, hex) == 0) {
+        memcpy(p, s, cut);
+        p[cut] = '~';
+        memcpy(p + cut + 1, hex, MC_SHA256_HEX_LEN);
+
+        id = json_stringn_nocheck(p, cut + 1 + MC_SHA256_HEX_LEN);
+    }
+
+    if (id == NULL) {
+        ctx->oom = 1;
+    }
+
+    mc_free(p);
+    json_decref(v);
+
+    return id;
+}
+
+
 json_t *
 mc_key_item(mc_ctx_t *ctx, size_t idx)
 {

@@ -61,12 +61,12 @@ static const mc_map_t  mc_media_types[] = {
 
 /* the item's parties, after wamid, direction and source */
 static const mc_field_t  mc_message_parties[] = {
-    { "from",                 { "from" },                  mc_string },
-    { "to",                   { "to" },                    mc_string },
-    { "fromUserId",           { "from_user_id" },          mc_string },
-    { "fromParentUserId",     { "from_parent_user_id" },   mc_string },
-    { "toUserId",             { "to_user_id" },            mc_string },
-    { "groupId",              { "group_id" },              mc_string },
+    { "from",                 { "from" },                  mc_id },
+    { "to",                   { "to" },                    mc_id },
+    { "fromUserId",           { "from_user_id" },          mc_id },
+    { "fromParentUserId",     { "from_parent_user_id" },   mc_id },
+    { "toUserId",             { "to_user_id" },            mc_id },
+    { "groupId",              { "group_id" },              mc_id },
     { NULL,                   { NULL },                    NULL }
 };
 
@@ -80,16 +80,16 @@ static const mc_field_t  mc_message_meta[] = {
 /* the matched value.contacts[] entry */
 static const mc_field_t  mc_message_contact[] = {
     { "contactName",          { "profile", "name" },       mc_string },
-    { "contactWaId",          { "wa_id" },                 mc_string },
-    { "contactUserId",        { "user_id" },               mc_string },
+    { "contactWaId",          { "wa_id" },                 mc_id },
+    { "contactUserId",        { "user_id" },               mc_id },
     { "contactUsername",      { "profile", "username" },   mc_string },
     { NULL,                   { NULL },                    NULL }
 };
 
 /* item.context */
 static const mc_field_t  mc_message_context[] = {
-    { "contextMessageId",     { "id" },                    mc_string },
-    { "contextFrom",          { "from" },                  mc_string },
+    { "contextMessageId",     { "id" },                    mc_id },
+    { "contextFrom",          { "from" },                  mc_id },
     { "isForwarded",          { "forwarded" },             mc_flag },
     { "isFrequentlyForwarded", { "frequently_forwarded" }, mc_flag },
     { "forwardedCount",       { NULL },                    mc_forwarded_count },
@@ -131,7 +131,7 @@ static const mc_field_t  mc_message_button[] = {
 /* item.reaction */
 static const mc_field_t  mc_message_reaction[] = {
     { "reactionEmoji",        { "emoji" },                 mc_emoji },
-    { "reactionMessageId",    { "message_id" },            mc_string },
+    { "reactionMessageId",    { "message_id" },            mc_id },
     { NULL,                   { NULL },                    NULL }
 };
 
@@ -189,7 +189,7 @@ mc_message_event(mc_ctx_t *ctx, json_t *item, const char *event_type,
         return;
     }
 
-    id = mc_string(ctx, json_object_get(item, "id"));
+    id = mc_id(ctx, json_object_get(item, "id"));
 
     if (id == NULL || json_string_length(id) == 0) {
         json_decref(id);
@@ -270,7 +270,7 @@ mc_message_new(mc_ctx_t *ctx, json_t *item, const char *source,
     raw = json_string_value(t);
     type = mc_message_type(item, raw);
 
-    mc_put(ctx, m, "wamid", mc_string(ctx, json_object_get(item, "id")));
+    mc_put(ctx, m, "wamid", mc_id(ctx, json_object_get(item, "id")));
     mc_put(ctx, m, "direction", mc_cstring(ctx, direction));
     mc_put(ctx, m, "source", mc_cstring(ctx, source));
     mc_put_fields(ctx, m, item, mc_message_parties);
@@ -287,7 +287,7 @@ mc_message_new(mc_ctx_t *ctx, json_t *item, const char *source,
 
         mc_put(ctx, m, "contactWaId", mc_thread_wa_id(ctx, thread));
         mc_put(ctx, m, "contactUserId",
-               mc_string(ctx, json_object_get(tctx, "user_id")));
+               mc_id(ctx, json_object_get(tctx, "user_id")));
         mc_put(ctx, m, "contactUsername",
                mc_string(ctx, json_object_get(tctx, "username")));
 
@@ -328,7 +328,7 @@ mc_message_new(mc_ctx_t *ctx, json_t *item, const char *source,
         v = mc_get(item, "revoke", "original_message_id");
     }
 
-    mc_put(ctx, m, "originalMessageId", mc_string(ctx, v));
+    mc_put(ctx, m, "originalMessageId", mc_id(ctx, v));
 
     obj = json_array_get(json_object_get(item, "errors"), 0);
 
@@ -448,8 +448,7 @@ mc_thread_contact(mc_ctx_t *ctx, json_t *thread)
     tctx = json_object_get(thread, "context");
 
     mc_put(ctx, c, "waId", mc_thread_wa_id(ctx, thread));
-    mc_put(ctx, c, "userId",
-           mc_string(ctx, json_object_get(tctx, "user_id")));
+    mc_put(ctx, c, "userId", mc_id(ctx, json_object_get(tctx, "user_id")));
     mc_put(ctx, c, "username",
            mc_string(ctx, json_object_get(tctx, "username")));
 
@@ -464,10 +463,10 @@ mc_thread_wa_id(mc_ctx_t *ctx, json_t *thread)
 {
     json_t  *wa;
 
-    wa = mc_string(ctx, mc_get(thread, "context", "wa_id"));
+    wa = mc_id(ctx, mc_get(thread, "context", "wa_id"));
 
     if (wa == NULL && !ctx->oom) {
-        wa = mc_string(ctx, json_object_get(thread, "id"));
+        wa = mc_id(ctx, json_object_get(thread, "id"));
     }
 
     return wa;
@@ -497,7 +496,7 @@ mc_media_new(mc_ctx_t *ctx, json_t *item)
     }
 
     obj = json_object_get(msg, raw);
-    id = mc_string(ctx, json_object_get(obj, "id"));
+    id = mc_id(ctx, json_object_get(obj, "id"));
 
     if (id == NULL) {
         return NULL;

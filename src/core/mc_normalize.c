@@ -313,7 +313,7 @@ mc_walk_entry(mc_ctx_t *ctx, json_t *entry)
 
     ctx->c = 0;
     ctx->item = 0;
-    ctx->waba_id = mc_string(ctx, json_object_get(entry, "id"));
+    ctx->waba_id = mc_id(ctx, json_object_get(entry, "id"));
 
     if (!json_is_object(entry)) {
         mc_invalid_event(ctx, "generic", entry, "entry is not an object");
@@ -370,7 +370,7 @@ mc_walk_change(mc_ctx_t *ctx, json_t *change)
 
     metadata = json_object_get(ctx->value, "metadata");
 
-    ctx->phone_number_id = mc_string(ctx,
+    ctx->phone_number_id = mc_id(ctx,
                                  json_object_get(metadata, "phone_number_id"));
     ctx->display_phone = mc_string(ctx,
                             json_object_get(metadata, "display_phone_number"));

@@ -31,6 +31,9 @@
 
 #define MC_SHA256_HEX_LEN  64
 
+/* ids longer than this are shortened in keys and columns (mc_id()) */
+#define MC_ID_MAX          200
+
 /* how items hashed for keys are serialised (docs/EVENTS.md) */
 #define MC_HASH_FLAGS                                                        \
     (JSON_SORT_KEYS | JSON_COMPACT | JSON_ENSURE_ASCII                       \
@@ -91,6 +94,7 @@ json_t *mc_event_new(mc_ctx_t *ctx, const char *event_type,
 void mc_event_add(mc_ctx_t *ctx, json_t *ev);
 void mc_invalid_event(mc_ctx_t *ctx, const char *event_type,
     json_t *payload, const char *invalid);
+json_t *mc_id(mc_ctx_t *ctx, json_t *v);
 json_t *mc_key_item(mc_ctx_t *ctx, size_t idx);
 json_t *mc_key(mc_ctx_t *ctx, const char *fmt, ...);
 int mc_scope_set(mc_ctx_t *ctx);

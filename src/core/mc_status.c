@@ -40,13 +40,13 @@ static const char  *mc_status_who[] = {
 /* after wamid, status and statusRaw */
 static const mc_field_t  mc_status_recipient[] = {
     { "timestamp",            { "timestamp" },             mc_time },
-    { "recipientId",          { "recipient_id" },          mc_string },
-    { "recipientUserId",      { "recipient_user_id" },     mc_string },
-    { "recipientParentUserId", { "recipient_parent_user_id" }, mc_string },
+    { "recipientId",          { "recipient_id" },          mc_id },
+    { "recipientUserId",      { "recipient_user_id" },     mc_id },
+    { "recipientParentUserId", { "recipient_parent_user_id" }, mc_id },
     { "recipientType",        { "recipient_type" },        mc_string },
-    { "recipientParticipantId", { "recipient_participant_id" }, mc_string },
+    { "recipientParticipantId", { "recipient_participant_id" }, mc_id },
     { "recipientParticipantUserId",
-                         { "recipient_participant_user_id" }, mc_string },
+                         { "recipient_participant_user_id" }, mc_id },
     { NULL,                   { NULL },                    NULL }
 };
 
@@ -66,7 +66,7 @@ static const mc_field_t  mc_status_billing[] = {
     { "pricingCategory",      { "pricing", "category" },   mc_string },
     { "pricingType",          { "pricing", "type" },       mc_string },
     { "billable",             { "pricing", "billable" },   mc_bool },
-    { "conversationId",       { "conversation", "id" },    mc_string },
+    { "conversationId",       { "conversation", "id" },    mc_id },
     { "conversationOriginType",
                         { "conversation", "origin", "type" }, mc_string },
     { "conversationExpiresAt",
@@ -86,7 +86,7 @@ mc_on_status(mc_ctx_t *ctx, json_t *item)
         return;
     }
 
-    id = mc_string(ctx, json_object_get(item, "id"));
+    id = mc_id(ctx, json_object_get(item, "id"));
 
     if (id == NULL || json_string_length(id) == 0) {
         json_decref(id);
@@ -137,11 +137,11 @@ mc_status_key(mc_ctx_t *ctx, json_t *item, json_t *id)
     json_t        *status, *who, *key;
     const char   **k;
 
-    status = mc_string(ctx, json_object_get(item, "status"));
+    status = mc_id(ctx, json_object_get(item, "status"));
     who = NULL;
 
     for (k = mc_status_who; *k != NULL && who == NULL; k++) {
-        who = mc_string(ctx, json_object_get(item, *k));
+        who = mc_id(ctx, json_object_get(item, *k));
     }
 
     key = mc_key(ctx, "status:%s:%s:%s", json_string_value(id),
@@ -169,7 +169,7 @@ mc_status_new(mc_ctx_t *ctx, json_t *item)
     v = json_object_get(item, "status");
     status = mc_map(mc_status_types, json_string_value(v));
 
-    mc_put(ctx, s, "wamid", mc_string(ctx, json_object_get(item, "id")));
+    mc_put(ctx, s, "wamid", mc_id(ctx, json_object_get(item, "id")));
     mc_put(ctx, s, "status", mc_cstring(ctx, status ? status : "UNKNOWN"));
 
     v = mc_string(ctx, v);

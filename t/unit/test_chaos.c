@@ -367,6 +367,24 @@ main(void)
         "\"a\xff\\ud800 b\\u0000c\"}}]}}]}]}",
         MC_BODY_OK);
 
+    /* a number jansson refuses, and an id shortened with its hash */
+
+    {
+        char    *b;
+        size_t   n;
+
+        b = malloc(4096);
+        n = (size_t) sprintf(b,
+            "{\"object\":\"whatsapp_business_account\",\"entry\":[{"
+            "\"id\":\"W1\",\"changes\":[{\"field\":\"messages\",\"value\":"
+            "{\"metadata\":{\"phone_number_id\":\"PN1\"},\"odd\":1e999,"
+            "\"messages\":[{\"from\":\"1\",\"id\":\"wamid.%0300d\","
+            "\"timestamp\":123456789012345678901234567890,"
+            "\"type\":\"text\",\"text\":{\"body\":\"x\"}}]}}]}]}", 7);
+        chaos("long id, big numbers", b, n, MC_BODY_OK);
+        free(b);
+    }
+
     CHAOS("invalid body", "{\"object\": \"whatsapp_business_account\", "
           "\"entry\": [{\"id\": \"W1\", \"changes\": [", MC_BODY_INVALID_JSON);
 
