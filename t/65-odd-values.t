@@ -5,7 +5,8 @@
 #   1. every string that becomes part of an event key or of an indexed
 #      column, 10 KB of random letters (incompressible enough to pass
 #      PostgreSQL's index compression): message id, status id, status,
-#      recipient, phone_number_id, entry id, from, media id, history ids.
+#      recipient, phone_number_id, entry id, from, from_user_id, an echo's
+#      to, media id, history ids.
 #      Each delivery answers 200 with every event stored, beside ordinary
 #      ones; keys and indexed columns are bounded (the first 200 bytes, "~",
 #      the SHA-256 of the whole); the payload keeps the whole id; a retry is
@@ -185,6 +186,28 @@ deliver_twice('10 KB from and media id', webhook(value => {
 is($t->sql1(q{SELECT "from" FROM meta_cloud_messages
                WHERE "wamid" = 'wamid.longfrom'}), bounded($from),
    '10 KB from: stored bounded');
+
+# the user id of a sender, and the recipient of an echo (indexed columns)
+my $user = letters('US.');
+my $to = letters('1');
+deliver_twice('10 KB from_user_id', webhook(value => {
+    messages => [{ from_user_id => $user, id => 'wamid.longuser',
+                   timestamp => '1749416383', type => 'text',
+                   text => { body => 'from a user id' } }],
+}), 1);
+deliver_twice('10 KB echo recipient', webhook(field => 'smb_message_echoes',
+                                              value => {
+    message_echoes => [{ from => '15550783881', to => $to,
+                         id => 'wamid.longto', timestamp => '1749416383',
+                         type => 'text', text => { body => 'echo' } }],
+}), 1);
+
+is($t->sql1(q{SELECT "fromUserId" FROM meta_cloud_messages
+               WHERE "wamid" = 'wamid.longuser'}), bounded($user),
+   '10 KB from_user_id: stored bounded');
+is($t->sql1(q{SELECT "to" FROM meta_cloud_messages
+               WHERE "wamid" = 'wamid.longto'}), bounded($to),
+   '10 KB echo recipient: stored bounded');
 is(count('meta_cloud_media', q{"mediaId" = :'v1'}, bounded($media)), 1,
    '10 KB media id: the media row, bounded');
 
