@@ -16,6 +16,9 @@
 #      text in the payload, the column that reads it null or absent.
 #
 # Run: make test T=t/65-odd-values.t   (PROVE_FLAGS=-v for every check)
+#
+# mc-valgrind: this suite runs a second time under valgrind in `make test`
+# (hostile values are what valgrind is for).
 use strict;
 use warnings;
 
