@@ -103,8 +103,8 @@ like($body, qr/\Q$WAMID\E/, 'the meta_text fixture carries its wamid');
 $t->sql(q{SELECT metacloud_add_phone_number('org-test', '106540352242922',
                                             '102290129340398', 'tok')});
 
-is($t->sql1('SELECT metacloud_schema_version()'), 4,
-   'the template is at schema version 4 (the module needs 3)');
+cmp_ok($t->sql1('SELECT metacloud_schema_version()'), '>=', 3,
+       'the template is at schema version 3 or later (the module needs 3)');
 
 $t->sql('DELETE FROM metacloud_schema_migrations WHERE version >= 3');
 is($t->sql1('SELECT metacloud_schema_version()'), 2,
@@ -144,9 +144,10 @@ is($t->sql1('SELECT count(*) FROM meta_cloud_messages'), 0,
 
 # the operator does what the log says
 my ($mrc, $mout) = migrate($t->dbname);
-is($mrc, 0, 'sql/migrate brings the database back to version 4')
+is($mrc, 0, 'sql/migrate brings the database back to the latest version')
     or diag($mout);
-is($t->sql1('SELECT metacloud_schema_version()'), 4, 'version 4 again');
+cmp_ok($t->sql1('SELECT metacloud_schema_version()'), '>=', 3,
+       'version 3 or later again');
 
 my ($fst, $fdoc, $n, $seen) = post_until_200($t, $body, 15);
 is($fst, 200, "after sql/migrate: Meta's retry gets 200 "
