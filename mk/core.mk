@@ -27,8 +27,9 @@ MC_CORE_PKGS = jansson libcrypto
 MC_CORE_DIR = $(MC_ROOT)/build/core
 MC_CORE_SRC = $(MC_ROOT)/src/core/mc_sanitize.c \
               $(MC_ROOT)/src/core/mc_signature.c \
-              $(MC_ROOT)/src/core/mc_normalize.c
-MC_CORE_HDR = $(MC_ROOT)/src/core/mc_core.h
+              $(MC_ROOT)/src/core/mc_normalize.c \
+              $(MC_ROOT)/src/core/mc_media.c
+MC_CORE_HDR = $(MC_ROOT)/src/core/mc_core.h $(MC_ROOT)/src/core/mc_media.h
 
 MC_CORE_PKG_CFLAGS := $(shell pkg-config --cflags $(MC_CORE_PKGS))
 MC_CORE_LIBS := $(shell pkg-config --libs $(MC_CORE_PKGS)) -lm
