@@ -538,6 +538,23 @@ ngx_http_metacloud_fetch_run(ngx_http_metacloud_fetch_t *f)
         goto done;
     }
 
+    /* in a bucket, "storageKey" is the object's whole key */
+    if (f->conf->path == NULL && f->conf->s3_prefix[0]) {
+        len = strlen(f->conf->s3_prefix) + strlen(key) + 1;
+        su = malloc(len);
+
+        if (su == NULL) {
+            free(key);
+            mc_fetch_fail(&ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
+                          "out of memory");
+            goto done;
+        }
+
+        snprintf(su, len, "%s%s", f->conf->s3_prefix, key);
+        free(key);
+        key = su;
+    }
+
     f->key = key;
     f->size = ctx.size;
 

@@ -235,10 +235,10 @@ my %s3 = (s3 => $s3->endpoint, bucket => $s3->bucket, region => $s3->region,
           key_id => $s3->key_id, secret => $s3->secret, tmp_dir => $dir);
 $r = fetch(media_id => '2001', %s3, prefix => 'wa/');
 is($r->{rc}, 'downloaded', 'S3: stored') or diag explain $r;
-is($r->{key}, "$ORG/$DAY/2001.mp4", 'S3: key');
-ok(($s3->object("wa/$r->{key}") // '') eq $meta->bytes('2001'),
+is($r->{key}, "wa/$ORG/$DAY/2001.mp4", 'S3: key, with the prefix');
+ok(($s3->object($r->{key}) // '') eq $meta->bytes('2001'),
    'S3: bytes equal in the bucket (under the prefix)');
-is($s3->meta("wa/$r->{key}")->{'content-type'}, 'video/mp4',
+is($s3->meta($r->{key})->{'content-type'}, 'video/mp4',
    'S3: Content-Type');
 is($s3->refused, 0, 'S3: the signature was accepted');
 

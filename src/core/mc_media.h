@@ -19,6 +19,9 @@
 
 #define MC_SHA256_LEN        32
 
+/* the schema version (sql/) that brings the media queue's functions */
+#define MC_MEDIA_SCHEMA_VERSION  5
+
 
 typedef enum {
     MC_GRAPH_OK = 0,          /* url (and the rest) filled */

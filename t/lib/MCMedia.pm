@@ -17,6 +17,12 @@ package MCMedia;
 #   $s3->refused   requests refused by the SigV4 check
 #
 # s3rver comes from npm into build/npm (MC_NPM_DIR), once, under a lock.
+#
+#   MCMedia::webhook($phone_number_id, @items)   a signed-ready body: one
+#         message per item {id (media id), type (image), mime, sha256, url,
+#         wamid}; keys left out are left out of the body
+#   MCMedia::wait_until($seconds, sub { ... })    polls every 0.1 s; returns
+#         the sub's last value
 
 use strict;
 use warnings;
@@ -78,6 +84,48 @@ END {
     my $rc = $?;
     _stop($_) for @PIDS;
     $? = $rc;
+}
+
+my $WAMID = 0;
+
+sub webhook {
+    my ($phone, @items) = @_;
+    my @messages;
+    for my $it (@items) {
+        my $type = $it->{type} || 'image';
+        my %media = (id => $it->{id});
+        $media{mime_type} = $it->{mime} if defined $it->{mime};
+        $media{sha256} = $it->{sha256} if defined $it->{sha256};
+        $media{url} = $it->{url} if defined $it->{url};
+        push @messages, {
+            from => '16505551234',
+            id => $it->{wamid} || sprintf('wamid.MEDIA%d.%d.%d', $$, time,
+                                          ++$WAMID),
+            timestamp => '' . time,
+            type => $type,
+            $type => \%media,
+        };
+    }
+    return $JSON->encode({
+        object => 'whatsapp_business_account',
+        entry => [{ id => "WABA-$phone", changes => [{ field => 'messages',
+            value => { messaging_product => 'whatsapp',
+                       metadata => { display_phone_number => '15550001111',
+                                     phone_number_id => $phone },
+                       contacts => [{ profile => { name => 'Media Tester' },
+                                      wa_id => '16505551234' }],
+                       messages => \@messages } }] }] });
+}
+
+sub wait_until {
+    my ($secs, $code) = @_;
+    my $deadline = Time::HiRes::time() + $secs;
+    my $v;
+    while (1) {
+        $v = $code->();
+        return $v if $v || Time::HiRes::time() > $deadline;
+        sleep 0.1;
+    }
 }
 
 sub npm_s3rver {
