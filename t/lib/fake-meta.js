@@ -29,6 +29,8 @@
 //      bad_sha: true               the lookup's sha256 is not the file's
 //      size_string: true           file_size as a string (the docs' form)
 //      no_mime: true               the lookup has no mime_type
+//      shared: true                random bytes shared by every file of
+//                                  this size (benchmarks: 200 x 5 MB)
 //   GET  /_fake/bytes/<id>          the file's bytes
 //   GET  /_fake/counts              {"lookup:<id>": n, "file:<id>": n,
 //                                    "unauthorized": n}
@@ -95,12 +97,20 @@ function fileUrl(m) {
         + `?mid=${encodeURIComponent(m.id)}&ext=${ext}&hash=${hash}`;
 }
 
+const sharedData = new Map();
+
 function register(spec) {
     let data;
+    const size = Number(spec.size || 1024);
     if (spec.data !== undefined) {
         data = Buffer.from(spec.data, 'base64');
+    } else if (spec.shared) {
+        if (!sharedData.has(size)) {
+            sharedData.set(size, crypto.randomBytes(size));
+        }
+        data = sharedData.get(size);
     } else {
-        data = crypto.randomBytes(Number(spec.size || 1024));
+        data = crypto.randomBytes(size);
     }
     const m = Object.assign({
         mime: 'image/jpeg', token: 'test-token',
