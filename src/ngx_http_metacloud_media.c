@@ -105,6 +105,8 @@ static void ngx_http_metacloud_media_job_free(
 static void ngx_http_metacloud_media_sweep(ngx_event_t *ev);
 static void ngx_http_metacloud_media_guard(ngx_event_t *ev);
 static void ngx_http_metacloud_media_hold(void);
+static void ngx_http_metacloud_media_clean_tmp(ngx_cycle_t *cycle,
+    ngx_http_metacloud_media_conf_t *mc);
 static char *ngx_http_metacloud_media_cstr(ngx_conf_t *cf, ngx_str_t *s,
     const char **out);
 static char *ngx_http_metacloud_media_credentials(ngx_conf_t *cf,
@@ -587,10 +589,77 @@ ngx_http_metacloud_media_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_metacloud_media_w = w;
 
+    if (mc->fetch.path && ngx_worker == 0) {
+        ngx_http_metacloud_media_clean_tmp(cycle, mc);
+    }
+
     /* the first sweep soon: rows left by a previous run or while off */
     ngx_add_timer(&w->sweep, 100);
 
     return NGX_OK;
+}
+
+
+/*
+ * Temporary files of attempts that ended with their worker (kill -9, a
+ * crash): older than a lease, no attempt can still be writing them, on
+ * this machine or another one sharing the directory.  One small directory,
+ * read once when the first worker starts.
+ */
+
+static void
+ngx_http_metacloud_media_clean_tmp(ngx_cycle_t *cycle,
+    ngx_http_metacloud_media_conf_t *mc)
+{
+    time_t      old;
+    ngx_dir_t   dir;
+    ngx_str_t   name;
+    u_char      file[NGX_MAX_PATH];
+
+    name.len = mc->path.len + sizeof("/.tmp") - 1;
+    name.data = file;
+
+    if (name.len + 2 >= NGX_MAX_PATH) {
+        return;
+    }
+
+    ngx_sprintf(file, "%V/.tmp%Z", &mc->path);
+
+    if (ngx_open_dir(&name, &dir) == NGX_ERROR) {
+        return;
+    }
+
+    old = ngx_time() - (time_t) (2 * mc->timeout
+                                 + NGX_HTTP_METACLOUD_MEDIA_MARGIN) / 1000;
+
+    for ( ;; ) {
+        ngx_set_errno(0);
+
+        if (ngx_read_dir(&dir) == NGX_ERROR) {
+            break;
+        }
+
+        if (ngx_de_name(&dir)[0] == '.'
+            || name.len + 1 + ngx_de_namelen(&dir) + 1 > NGX_MAX_PATH)
+        {
+            continue;
+        }
+
+        ngx_sprintf(file + name.len, "/%s%Z", ngx_de_name(&dir));
+
+        if (ngx_de_info(file, &dir) == NGX_FILE_ERROR
+            || !ngx_de_is_file(&dir) || ngx_de_mtime(&dir) >= old)
+        {
+            continue;
+        }
+
+        if (ngx_delete_file(file) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                          ngx_delete_file_n " \"%s\" failed", file);
+        }
+    }
+
+    (void) ngx_close_dir(&dir);
 }
 
 
