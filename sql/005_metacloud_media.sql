@@ -92,9 +92,11 @@ BEGIN
         SELECT q."id" FROM meta_cloud_media q
          WHERE (p_ids IS NULL OR q."id" = ANY (p_ids))
            AND q."status" IN ('PENDING', 'DOWNLOADING')
+           -- a new row is due at once: not compared with its
+           -- "createdAt", which timestamptz(3) may round past now()
            AND CASE q."status"
                    WHEN 'PENDING'
-                   THEN coalesce(q."nextAttemptAt", q."createdAt") <= now()
+                   THEN q."nextAttemptAt" IS NULL OR q."nextAttemptAt" <= now()
                    ELSE q."leaseUntil" < now()
                END
          ORDER BY coalesce(q."nextAttemptAt", q."createdAt")
