@@ -23,6 +23,11 @@ package MCMedia;
 #         wamid}; keys left out are left out of the body
 #   MCMedia::wait_until($seconds, sub { ... })    polls every 0.1 s; returns
 #         the sub's last value
+#   my ($meta, $store) = MCMedia::setup($t, org => .., phone => ..,
+#                                       token => ..)
+#         a store directory the workers (nobody) can write, the fake Graph
+#         API started, the number registered with its token
+#   $MCMedia::SERVER   the server block: the webhook location on %%PORT%%
 
 use strict;
 use warnings;
@@ -87,6 +92,28 @@ END {
 }
 
 my $WAMID = 0;
+
+our $SERVER = <<'EOF';
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /webhooks/whatsapp {
+        metacloud_webhook;
+        metacloud_app_secret %%SECRET%%;
+        client_max_body_size 4m;
+    }
+}
+EOF
+
+sub setup {
+    my ($t, %o) = @_;
+    my $store = $t->testdir . '/store';
+    mkdir $store;
+    chmod 0777, $store;
+    my $meta = MCMedia::Meta->start($t->testdir);
+    $t->sql(q{SELECT metacloud_add_phone_number(:'v1', :'v2', :'v3', :'v4')},
+            $o{org}, $o{phone}, "WABA-$o{phone}", $o{token});
+    return ($meta, $store);
+}
 
 sub webhook {
     my ($phone, @items) = @_;
