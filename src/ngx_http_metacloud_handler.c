@@ -454,6 +454,9 @@ ngx_http_metacloud_stored(ngx_http_metacloud_pg_query_t *q)
                       "metacloud: out of memory reading the ingest summary");
     }
 
+    /* the new media go to this worker's downloads (never awaited) */
+    ngx_http_metacloud_media_queue(ctx->summary.media);
+
     /* events that failed in SQL are the module's or the schema's fault */
 
     if (ctx->summary.failed) {

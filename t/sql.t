@@ -23,11 +23,10 @@ END { run("$psql -d " . shq($maint) . ' -c ' . shq(qq{DROP DATABASE IF EXISTS "$
 my $migrate = "PGDATABASE=$db " . shq("$root/sql/migrate");
 ($ok, $out) = run($migrate);
 ok($ok, 'sql/migrate') or diag($out);
-($ok, $out) = run($migrate);
-# the latest version is the highest-numbered migration file
 my ($latest) = sort { $b <=> $a }
-               map { basename($_) =~ /^0*(\d+)_/ ? $1 : () }
+               map { m{/0*(\d+)_[^/]*\.sql$} ? $1 : () }
                glob("$root/sql/[0-9][0-9][0-9]_*.sql");
+($ok, $out) = run($migrate);
 ok($ok && $out =~ /^nothing to apply \(schema version $latest\)$/m,
    'sql/migrate again applies nothing') or diag($out);
 

@@ -1,5 +1,6 @@
--- Least privilege: metacloud_module may execute metacloud_ingest() and
--- metacloud_schema_version(), and nothing else.
+-- Least privilege: metacloud_module may execute metacloud_ingest(),
+-- metacloud_schema_version() and the media queue's functions, and nothing
+-- else.
 BEGIN;
 \ir helpers.psql
 
@@ -32,7 +33,11 @@ BEGIN
     LOOP
         PERFORM pg_temp.is(has_function_privilege('metacloud_module', r.f, 'EXECUTE'),
                            r.f::text IN ('metacloud_ingest(bytea,jsonb,jsonb)',
-                                         'metacloud_schema_version()'),
+                                         'metacloud_schema_version()',
+                                         'metacloud_media_token(text)',
+                                         'metacloud_media_claim(text[],integer,interval,integer)',
+                                         'metacloud_media_done(text,integer,text,text,text,text,bigint,text)',
+                                         'metacloud_media_fail(text,integer,text,boolean,integer,interval)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
