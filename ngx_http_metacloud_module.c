@@ -672,11 +672,17 @@ ngx_http_metacloud_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* libcurl's global state, once, before any worker or thread exists */
+/*
+ * libcurl's global state and the core's allocator hook, once, before any
+ * worker or thread exists: both are process-wide and not thread-safe to
+ * install.
+ */
 
 static ngx_int_t
 ngx_http_metacloud_init_module(ngx_cycle_t *cycle)
 {
+    mc_core_init();
+
     if (ngx_http_metacloud_fetch_global_init() != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "metacloud: curl_global_init() failed");

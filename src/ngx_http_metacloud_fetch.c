@@ -790,7 +790,7 @@ mc_fetch_s3_commit(mc_fetch_ctx_t *ctx, const char *key, const char *mime,
     struct curl_slist                      *hdrs, *h;
     const ngx_http_metacloud_fetch_conf_t  *conf = ctx->job->conf;
 
-    mc_sha256_hex(digest, hex);
+    mc_sha256_digest_hex(digest, hex);
     mc_sha256_base64(digest, b64);
 
     len = strlen(conf->s3_endpoint) + strlen(conf->s3_bucket)

@@ -302,7 +302,7 @@ mc_sha256_match(const char *expected, const unsigned char digest[MC_SHA256_LEN])
 
 
 void
-mc_sha256_hex(const unsigned char digest[MC_SHA256_LEN], char out[65])
+mc_sha256_digest_hex(const unsigned char digest[MC_SHA256_LEN], char out[65])
 {
     size_t              i;
     static const char   hex[] = "0123456789abcdef";

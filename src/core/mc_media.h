@@ -75,7 +75,8 @@ int mc_sha256_match(const char *expected,
     const unsigned char digest[MC_SHA256_LEN]);
 
 /* hex (65 bytes with the NUL) and base64 (45 bytes) of a digest */
-void mc_sha256_hex(const unsigned char digest[MC_SHA256_LEN], char out[65]);
+void mc_sha256_digest_hex(const unsigned char digest[MC_SHA256_LEN],
+    char out[65]);
 void mc_sha256_base64(const unsigned char digest[MC_SHA256_LEN],
     char out[45]);
 

@@ -136,7 +136,7 @@ main(void)
        == -1, "two padding characters: not 32 bytes");
     ok(mc_sha256_decode("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAF!0=", d)
        == -1, "bad base64 character");
-    mc_sha256_hex(abc, hex);
+    mc_sha256_digest_hex(abc, hex);
     is_str(hex, ABC_HEX, "hex of a digest");
     mc_sha256_base64(abc, b64);
     is_str(b64, ABC_B64, "base64 of a digest");
