@@ -662,10 +662,14 @@ AS $$
                                  jsonb_build_object('w', w)))
 $$;
 
--- the person's identifiers: what was asked, plus the phone / user id their
--- own messages pair it with, and the names they were seen under
-CREATE OR REPLACE FUNCTION metacloud_contact_ids(p_org text, p_who text,
-    OUT ids text[], OUT names text[])
+-- The person: what was asked, plus the phone, user ids and names their own
+-- messages pair it with (a wa_id and a user_id of one contact), and their
+-- messages.  Their own events are those of these messages and statuses,
+-- and the message or status events naming them as sender or recipient.
+
+CREATE OR REPLACE FUNCTION metacloud_contact(p_org text, p_who text,
+    OUT ids text[], OUT names text[], OUT msgs text[], OUT events text[],
+    OUT texts text[])
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
@@ -677,33 +681,73 @@ BEGIN
                                      THEN m."from" ELSE m."to" END,
                                 CASE WHEN m."direction" = 'INBOUND'
                                      THEN m."fromUserId"
-                                     ELSE m."toUserId" END])
+                                     ELSE m."toUserId" END,
+                                CASE WHEN m."direction" = 'INBOUND'
+                                     THEN m."fromParentUserId" END])
               FROM meta_cloud_messages m
              WHERE m."organizationId" = p_org
                AND p_who IN (m."from", m."to", m."contactWaId",
                              m."fromUserId", m."toUserId",
                              m."contactUserId")) s(x);
 
-    SELECT array_remove(array_agg(DISTINCT m."contactName"), NULL)
-      INTO names
+    msgs := ARRAY(
+        SELECT m."id" FROM meta_cloud_messages m
+         WHERE m."organizationId" = p_org
+           AND (m."from" = ANY (ids) OR m."to" = ANY (ids)
+                OR m."contactWaId" = ANY (ids)
+                OR m."fromUserId" = ANY (ids) OR m."toUserId" = ANY (ids)
+                OR m."contactUserId" = ANY (ids)
+                OR m."fromParentUserId" = ANY (ids)));
+
+    SELECT array_remove(array_agg(DISTINCT x), NULL) INTO names
+      FROM meta_cloud_messages m,
+           unnest(ARRAY[m."contactName", m."contactUsername"]) x
+     WHERE m."id" = ANY (msgs);
+
+    -- their own words, masked in raw bodies they share with others
+    SELECT array_remove(array_agg(DISTINCT x), NULL) INTO texts
       FROM meta_cloud_messages m
-     WHERE m."organizationId" = p_org
-       AND (m."contactWaId" = ANY (ids) OR m."contactUserId" = ANY (ids));
+      LEFT JOIN meta_cloud_media md ON md."id" = m."mediaId",
+           unnest(ARRAY[m."text", md."caption", md."fileName"]) x
+     WHERE m."id" = ANY (msgs) AND m."direction" = 'INBOUND';
+
+    events := ARRAY(
+        SELECT w."id" FROM meta_cloud_webhook_events w
+         WHERE w."organizationId" = p_org
+           AND (w."id" IN (SELECT m."webhookEventId"
+                             FROM meta_cloud_messages m
+                            WHERE m."id" = ANY (msgs))
+                OR w."id" IN (SELECT s."webhookEventId"
+                                FROM meta_cloud_message_statuses s
+                               WHERE s."messageId" = ANY (msgs))
+                OR ((w."event" -> 'message') ->> 'from') = ANY (ids)
+                OR ((w."event" -> 'message') ->> 'to') = ANY (ids)
+                OR ((w."event" -> 'message') ->> 'fromUserId') = ANY (ids)
+                OR ((w."event" -> 'message') ->> 'toUserId') = ANY (ids)
+                OR ((w."event" -> 'status') ->> 'recipientId') = ANY (ids)
+                OR ((w."event" -> 'status') ->> 'recipientUserId')
+                   = ANY (ids)));
 END
 $$;
 
-CREATE OR REPLACE FUNCTION metacloud_contact_message_ids(p_org text,
-    p_ids text[])
-RETURNS SETOF text
+-- the raw deliveries that carry the person: of their events, or naming
+-- them; "alone" when every event of the delivery is theirs
+CREATE OR REPLACE FUNCTION metacloud_contact_raw(p_org text,
+    p_events text[], p_ids text[])
+RETURNS TABLE (raw_id text, alone boolean)
 LANGUAGE sql STABLE
 AS $$
-    SELECT m."id" FROM meta_cloud_messages m
-     WHERE m."organizationId" = p_org
-       AND (m."from" = ANY (p_ids) OR m."to" = ANY (p_ids)
-            OR m."contactWaId" = ANY (p_ids)
-            OR m."fromUserId" = ANY (p_ids) OR m."toUserId" = ANY (p_ids)
-            OR m."contactUserId" = ANY (p_ids)
-            OR m."fromParentUserId" = ANY (p_ids))
+    SELECT r."id",
+           NOT EXISTS (SELECT 1 FROM meta_cloud_webhook_events o
+                        WHERE o."rawRequestId" = r."id"
+                          AND NOT o."id" = ANY (p_events))
+      FROM meta_cloud_webhook_requests r
+     WHERE r."id" IN (SELECT w."rawRequestId"
+                        FROM meta_cloud_webhook_events w
+                       WHERE w."organizationId" = p_org
+                         AND (w."id" = ANY (p_events)
+                              OR metacloud_contact_mentions(w."payload",
+                                                            p_ids)))
 $$;
 
 CREATE OR REPLACE FUNCTION metacloud_export_contact(organization_id text,
@@ -713,18 +757,9 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    c      record;
-    v_msg  text[];
-    v_ev   text[];
+    c  record;
 BEGIN
-    c := metacloud_contact_ids(organization_id, who);
-    v_msg := ARRAY(SELECT metacloud_contact_message_ids(organization_id,
-                                                        c.ids));
-    v_ev := ARRAY(
-        SELECT w."id" FROM meta_cloud_webhook_events w
-         WHERE w."organizationId" = organization_id
-           AND (metacloud_contact_mentions(w."payload", c.ids)
-                OR metacloud_contact_mentions(w."event", c.ids)));
+    c := metacloud_contact(organization_id, who);
 
     RETURN jsonb_build_object(
         'organizationId', organization_id,
@@ -733,31 +768,36 @@ BEGIN
         'exportedAt', now(),
         'messages', coalesce((
             SELECT jsonb_agg(to_jsonb(m) ORDER BY m."sentAt", m."id")
-              FROM meta_cloud_messages m WHERE m."id" = ANY (v_msg)), '[]'),
+              FROM meta_cloud_messages m WHERE m."id" = ANY (c.msgs)), '[]'),
         'statuses', coalesce((
             SELECT jsonb_agg(to_jsonb(s) ORDER BY s."statusAt", s."id")
               FROM meta_cloud_message_statuses s
-             WHERE s."messageId" = ANY (v_msg)
+             WHERE s."messageId" = ANY (c.msgs)
                 OR s."recipientId" = ANY (c.ids)
                 OR s."recipientUserId" = ANY (c.ids)), '[]'),
         'media', coalesce((
             SELECT jsonb_agg(to_jsonb(md) ORDER BY md."createdAt", md."id")
               FROM meta_cloud_media md
              WHERE md."id" IN (SELECT m."mediaId" FROM meta_cloud_messages m
-                                WHERE m."id" = ANY (v_msg))), '[]'),
+                                WHERE m."id" = ANY (c.msgs))), '[]'),
         'events', coalesce((
             SELECT jsonb_agg(to_jsonb(w) ORDER BY w."receivedAt", w."id")
               FROM meta_cloud_webhook_events w
-             WHERE w."id" = ANY (v_ev)), '[]'),
+             WHERE w."id" = ANY (c.events)
+                OR (w."organizationId" = organization_id
+                    AND metacloud_contact_mentions(w."payload", c.ids))),
+            '[]'),
+        -- a body shared with other people is theirs too: only named here,
+        -- the person's items of it are in "events"
         'rawRequests', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'id', r."id", 'receivedAt', r."receivedAt",
-                       'body', convert_from(r."body", 'UTF8'))
+                       'sharedWithOthers', NOT x.alone,
+                       'body', CASE WHEN x.alone
+                                    THEN convert_from(r."body", 'UTF8') END)
                        ORDER BY r."receivedAt", r."id")
-              FROM meta_cloud_webhook_requests r
-             WHERE r."id" IN (SELECT w."rawRequestId"
-                                FROM meta_cloud_webhook_events w
-                               WHERE w."id" = ANY (v_ev))), '[]'),
+              FROM metacloud_contact_raw(organization_id, c.events, c.ids) x
+              JOIN meta_cloud_webhook_requests r ON r."id" = x.raw_id), '[]'),
         'leads', coalesce((
             SELECT jsonb_agg(to_jsonb(l))
               FROM "Lead" l
@@ -828,21 +868,25 @@ BEGIN
 END
 $$;
 
+
 -- Erasure.  The person's messages are deleted (their statuses go with them,
--- their media rows too unless another message shares the file: the files
--- are queued in meta_cloud_media_deletions).  Their events stay, so that a
--- retry of Meta's is still a duplicate, but lose their item: payload and
--- event become {"forgotten": true, ...} keeping the type and the wamid,
--- and a status key's recipient part is replaced.  Other rows of the
--- organisation that name them (a contact card someone else sent, a group
--- receipt) keep everything but the identifiers.  A raw body cannot be
--- redacted and keep its signature, and another person's data may share
--- it: every occurrence of the phone, the user id and the names (as JSON
--- strings, raw and \u-escaped) is overwritten with '*' of the same length;
--- the rest of the body stays byte for byte, "sha256" becomes that of the
--- new bytes and "redactedAt" says it happened.  Platform rows: the "Lead"
--- loses name, phone and userId; a "Message" linked to a deleted message
--- loses its body.
+-- their media rows too unless a message that stays shares the file; the
+-- files are queued in meta_cloud_media_deletions).  Their events stay, so
+-- that a retry of Meta's is still a duplicate, but lose their item: payload
+-- and event become {"forgotten": true, ...} keeping the type and the
+-- wamid, and a status key's recipient part is replaced.  Other events of
+-- the organisation that name them (a contact card someone else sent) keep
+-- everything but the identifiers.
+--
+-- Raw bodies: a body cannot be partly redacted and keep its signature.  A
+-- delivery that carried only this person is deleted.  One shared with
+-- other people is theirs too: there every JSON string equal to the
+-- person's phone, user ids, names or own texts (as stored and as Meta
+-- escapes them) is overwritten with '*' of the same length; the other
+-- bytes stay as they were, "sha256" becomes that of the new bytes and
+-- "redactedAt" says so.  Platform rows: the "Lead" loses name, phone and
+-- userId (those it has); a "Message" linked to a deleted message loses its
+-- body.
 
 ALTER TABLE meta_cloud_webhook_requests
     ADD COLUMN IF NOT EXISTS "redactedAt" timestamptz(3);
@@ -856,10 +900,9 @@ AS $$
 DECLARE
     c        record;
     v_all    text[];
-    v_msg    text[];
+    v_masks  text[];
     v_media  text[];
     v_plat   text[];
-    v_raw    text[];
     v_w      text;
     r        record;
     b        bytea;
@@ -867,6 +910,7 @@ DECLARE
     n_st     int;
     n_media  int;
     n_ev     int;
+    n_rawdel int := 0;
     n_raw    int := 0;
     n_other  int;
     n_lead   int := 0;
@@ -876,27 +920,23 @@ BEGIN
         RAISE EXCEPTION 'organization_id and a phone or user id are required';
     END IF;
 
-    c := metacloud_contact_ids(organization_id, who);
+    c := metacloud_contact(organization_id, who);
     v_all := c.ids || coalesce(c.names, '{}');
-    v_msg := ARRAY(SELECT metacloud_contact_message_ids(organization_id,
-                                                        c.ids));
+    v_masks := v_all || coalesce(c.texts, '{}');
 
     -- the raw deliveries first, while the events still name them
-    v_raw := ARRAY(
-        SELECT DISTINCT w."rawRequestId" FROM meta_cloud_webhook_events w
-         WHERE w."organizationId" = organization_id
-           AND w."rawRequestId" IS NOT NULL
-           AND (metacloud_contact_mentions(w."payload", c.ids)
-                OR metacloud_contact_mentions(w."event", c.ids)
-                OR w."id" IN (SELECT m."webhookEventId"
-                                FROM meta_cloud_messages m
-                               WHERE m."id" = ANY (v_msg))));
-
-    FOR r IN SELECT "id", "body" FROM meta_cloud_webhook_requests
-              WHERE "id" = ANY (v_raw) FOR UPDATE
+    FOR r IN SELECT x.raw_id, x.alone, q."body"
+               FROM metacloud_contact_raw(organization_id, c.events, c.ids) x
+               JOIN meta_cloud_webhook_requests q ON q."id" = x.raw_id
     LOOP
+        IF r.alone THEN
+            DELETE FROM meta_cloud_webhook_requests WHERE "id" = r.raw_id;
+            n_rawdel := n_rawdel + 1;
+            CONTINUE;
+        END IF;
+
         b := r."body";
-        FOREACH v_w IN ARRAY v_all LOOP
+        FOREACH v_w IN ARRAY v_masks LOOP
             b := metacloud_mask_bytes(b, convert_to(to_jsonb(v_w)::text,
                                                     'UTF8'));
             b := metacloud_mask_bytes(b, convert_to(
@@ -905,7 +945,7 @@ BEGIN
         IF b IS DISTINCT FROM r."body" THEN
             UPDATE meta_cloud_webhook_requests
                SET "body" = b, "sha256" = sha256(b), "redactedAt" = now()
-             WHERE "id" = r."id";
+             WHERE "id" = r.raw_id;
             n_raw := n_raw + 1;
         END IF;
     END LOOP;
@@ -918,25 +958,11 @@ BEGIN
                          'wamid', coalesce(w."event" -> 'message' ->> 'wamid',
                                            w."event" -> 'status' ->> 'wamid')),
            "webhookId" = CASE WHEN w."webhookId" LIKE 'status:%'
-               THEN regexp_replace(w."webhookId", '[^:]*$', 'forgotten-'
-                                   || left(w."id", 8))
+               THEN regexp_replace(w."webhookId", '[^:]*$',
+                                   'forgotten-' || w."id")
                ELSE w."webhookId" END,
            "updatedAt" = now()
-     WHERE w."organizationId" = organization_id
-       AND (w."id" IN (SELECT m."webhookEventId" FROM meta_cloud_messages m
-                        WHERE m."id" = ANY (v_msg))
-            OR w."id" IN (SELECT s."webhookEventId"
-                            FROM meta_cloud_message_statuses s
-                           WHERE s."messageId" = ANY (v_msg))
-            OR (w."eventType" IN ('message', 'echo', 'history_message',
-                                  'history_media', 'status')
-                AND (w."event" -> 'message' ->> 'from' = ANY (c.ids)
-                     OR w."event" -> 'message' ->> 'to' = ANY (c.ids)
-                     OR w."event" -> 'message' ->> 'fromUserId' = ANY (c.ids)
-                     OR w."event" -> 'message' ->> 'toUserId' = ANY (c.ids)
-                     OR w."event" -> 'status' ->> 'recipientId' = ANY (c.ids)
-                     OR w."event" -> 'status' ->> 'recipientUserId'
-                        = ANY (c.ids))));
+     WHERE w."id" = ANY (c.events);
     GET DIAGNOSTICS n_ev = ROW_COUNT;
 
     -- anyone else's events that name them: only the identifiers go
@@ -945,22 +971,22 @@ BEGIN
            "event" = metacloud_forget_in(w."event", v_all),
            "updatedAt" = now()
      WHERE w."organizationId" = organization_id
+       AND NOT w."id" = ANY (c.events)
        AND (metacloud_contact_mentions(w."payload", c.ids)
             OR metacloud_contact_mentions(w."event", c.ids));
     GET DIAGNOSTICS n_other = ROW_COUNT;
 
     -- platform rows (the columns are looked up: platforms differ)
-    IF to_regclass('"Message"') IS NOT NULL THEN
-        v_plat := ARRAY(SELECT m."messageId" FROM meta_cloud_messages m
-                         WHERE m."id" = ANY (v_msg)
-                           AND m."messageId" IS NOT NULL);
-        IF EXISTS (SELECT 1 FROM pg_attribute
+    IF to_regclass('"Message"') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_attribute
                     WHERE attrelid = '"Message"'::regclass
                       AND attname = 'body' AND NOT attisdropped)
-        THEN
-            UPDATE "Message" SET "body" = NULL WHERE "id" = ANY (v_plat);
-            GET DIAGNOSTICS n_pmsg = ROW_COUNT;
-        END IF;
+    THEN
+        v_plat := ARRAY(SELECT m."messageId" FROM meta_cloud_messages m
+                         WHERE m."id" = ANY (c.msgs)
+                           AND m."messageId" IS NOT NULL);
+        UPDATE "Message" SET "body" = NULL WHERE "id" = ANY (v_plat);
+        GET DIAGNOSTICS n_pmsg = ROW_COUNT;
     END IF;
 
     IF to_regclass('"Lead"') IS NOT NULL THEN
@@ -981,18 +1007,18 @@ BEGIN
     -- message that stays), the messages and, by cascade, their statuses
     v_media := ARRAY(
         SELECT DISTINCT m."mediaId" FROM meta_cloud_messages m
-         WHERE m."id" = ANY (v_msg) AND m."mediaId" IS NOT NULL
+         WHERE m."id" = ANY (c.msgs) AND m."mediaId" IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM meta_cloud_messages o
                             WHERE o."mediaId" = m."mediaId"
-                              AND NOT o."id" = ANY (v_msg)));
+                              AND NOT o."id" = ANY (c.msgs)));
 
-    SELECT count(*) INTO n_st FROM meta_cloud_message_statuses s
-     WHERE s."messageId" = ANY (v_msg);
     DELETE FROM meta_cloud_message_statuses s
-     WHERE s."recipientId" = ANY (c.ids) OR s."recipientUserId" = ANY (c.ids)
+     WHERE s."messageId" = ANY (c.msgs)
+        OR s."recipientId" = ANY (c.ids) OR s."recipientUserId" = ANY (c.ids)
         OR s."recipientParticipantId" = ANY (c.ids)
         OR s."recipientParticipantUserId" = ANY (c.ids);
-    DELETE FROM meta_cloud_messages WHERE "id" = ANY (v_msg);
+    GET DIAGNOSTICS n_st = ROW_COUNT;
+    DELETE FROM meta_cloud_messages WHERE "id" = ANY (c.msgs);
     GET DIAGNOSTICS n_msg = ROW_COUNT;
 
     PERFORM set_config('metacloud.delete_reason', 'forgotten', true);
@@ -1013,11 +1039,11 @@ BEGIN
                               'media', n_media,
                               'eventsForgotten', n_ev,
                               'eventsRedacted', n_other,
+                              'rawDeleted', n_rawdel,
                               'rawRedacted', n_raw,
                               'leads', n_lead, 'platformMessages', n_pmsg);
 END
 $$;
-
 
 -- The PRD's indexes --------------------------------------------------------
 -- The platform lists an organisation's conversation traffic by direction,
@@ -1040,12 +1066,12 @@ REVOKE ALL ON FUNCTION metacloud_reprocess(interval, interval, int, int) FROM PU
 REVOKE ALL ON FUNCTION metacloud_media_deleted() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_purge_batch(interval, interval, interval, int) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE metacloud_purge(interval, interval, interval, int, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_contact_ids(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_contact(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_contact_raw(text, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact_mentions(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_mask_bytes(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_json_ascii(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_forget_in(jsonb, text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_contact_message_ids(text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_export_contact(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_forget_contact(text, text) FROM PUBLIC;
 

@@ -26,7 +26,6 @@ use MCTest;
 my $t = MCTest->new(name => 'upgrade', db => 0);
 plan skip_all => 'module not built' unless $t->has_module;
 
-my $URI = $MCTest::WEBHOOK_URI;
 my $JSON = JSON::PP->new->canonical;
 my $PHONE = '106540352242922';
 my $WABA = '102290129340398';
@@ -83,7 +82,7 @@ is($t->sql1(q{SELECT "webhookId" FROM meta_cloud_webhook_events
 is($t->sql1(q{SELECT count(*) FROM pg_indexes
                WHERE indexname IN ('meta_cloud_webhook_events_webhookId_key',
                                    'meta_cloud_messages_wamid_key',
-                                   'meta_cloud_messages_organizationId_wamid_key')}),
+                      'meta_cloud_messages_organizationId_wamid_key')}),
    0, 'the global uniques are gone');
 
 # --- bodies --------------------------------------------------------------
@@ -114,30 +113,12 @@ sub status_body {
                        timestamp => '1749416400', recipient_id => $to }] });
 }
 
-sub post {
-    my ($b) = @_;
-    my ($st, $h, $resp) = $t->post_signed($URI, $b);
-    my $doc = eval { $JSON->decode($resp) } || {};
-    return ($st, $doc, $resp);
-}
-
-$t->write_conf(<<'EOF');
-metacloud_db "%%DB%%";
-server {
-    listen 127.0.0.1:%%PORT%%;
-    location = /webhooks/whatsapp {
-        metacloud_webhook;
-        metacloud_verify_token %%VERIFY_TOKEN%%;
-        metacloud_app_secret %%SECRET%%;
-        client_max_body_size 4m;
-    }
-}
-EOF
+$t->write_conf($MCTest::WEBHOOK_CONF);
 $t->run;
 
 # --- a late retry of an old message ---------------------------------------
 
-my ($st, $doc, $raw) = post(text_body($PHONE, 'wamid.PRDOLD1',
+my ($st, $doc, $raw) = $t->deliver(text_body($PHONE, 'wamid.PRDOLD1',
                                       '5511999990001', 'Maria Old',
                                       'Oi, ainda tem?'));
 is($st, 200, 'late retry of an old message: 200') or diag($raw);
@@ -147,7 +128,7 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
 
 # --- a new text ------------------------------------------------------------
 
-($st, $doc, $raw) = post($t->wire('meta_text'));
+($st, $doc, $raw) = $t->deliver($t->wire('meta_text'));
 is($st, 200, 'new text: 200') or diag($raw);
 is($doc->{inserted}, 1, 'new text: inserted');
 is($doc->{failed}, 0, 'new text: not failed');
@@ -164,8 +145,9 @@ is($row->[3], 1749416383, 'new text: sentAt from Meta\'s timestamp');
 # --- an image ---------------------------------------------------------------
 
 # (the fixture shares its wamid with meta_text: give it its own)
-(my $img = $t->wire('meta_image_with_url')) =~ s/"wamid\.[^"]+"/"wamid.PRDIMG1"/;
-($st, $doc, $raw) = post($img);
+(my $img = $t->wire('meta_image_with_url'))
+    =~ s/"wamid\.[^"]+"/"wamid.PRDIMG1"/;
+($st, $doc, $raw) = $t->deliver($img);
 is($st, 200, 'image: 200') or diag($raw);
 is($doc->{inserted}, 1, 'image: inserted');
 is($doc->{failed}, 0, 'image: not failed');
@@ -177,8 +159,8 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_media md
 
 # --- a status for an old message -------------------------------------------
 
-($st, $doc, $raw) = post(status_body($PHONE, 'wamid.PRDOLD2', 'delivered',
-                                     '5511999990002'));
+($st, $doc, $raw) = $t->deliver(status_body($PHONE, 'wamid.PRDOLD2',
+                                            'delivered', '5511999990002'));
 is($st, 200, 'status of an old message: 200') or diag($raw);
 is($doc->{pending}, 0, 'status of an old message: found its message');
 is($t->sql1(q{SELECT "currentStatus" FROM meta_cloud_messages
@@ -189,15 +171,16 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_message_statuses
    2, 'the old status and the new one');
 
 # a retry of the old "sent" status (already stored by the Node service)
-($st, $doc) = post(status_body($PHONE, 'wamid.PRDOLD2', 'sent',
-                               '5511999990002'));
+($st, $doc) = $t->deliver(status_body($PHONE, 'wamid.PRDOLD2', 'sent',
+                                      '5511999990002'));
 is($doc->{duplicate}, 1, 'retry of an old status: a duplicate');
 
 # --- an unknown number, then the platform registers it itself -------------
 
 my $NEW = '109999999999999';
-($st, $doc, $raw) = post(text_body($NEW, 'wamid.PRDNEW1', '5511999990003',
-                                   'Ana New', 'Bom dia'));
+($st, $doc, $raw) = $t->deliver(text_body($NEW, 'wamid.PRDNEW1',
+                                          '5511999990003', 'Ana New',
+                                          'Bom dia'));
 is($st, 200, 'unknown number: 200') or diag($raw);
 is($doc->{unrouted}, 1, 'unknown number: kept unrouted');
 
@@ -215,8 +198,8 @@ is($t->sql1(q{SELECT "organizationId" FROM meta_cloud_messages
                WHERE wamid = 'wamid.PRDNEW1'}),
    $ORG, 'and its message is stored');
 
-($st, $doc) = post(text_body($NEW, 'wamid.PRDNEW2', '5511999990003',
-                             'Ana New', 'Tudo bem?'));
+($st, $doc) = $t->deliver(text_body($NEW, 'wamid.PRDNEW2', '5511999990003',
+                                    'Ana New', 'Tudo bem?'));
 is($doc->{unrouted}, 0, 'the next message of that number is routed');
 
 # metacloud_add_phone_number() on a Prisma "Organization" (name NOT NULL)

@@ -72,7 +72,8 @@ $t->sql(qq{INSERT INTO meta_cloud_messages
            VALUES (:'v1', 'org-replay', '$PHONE', 'OUTBOUND',
                    '15550783881', '16505551234', 'TEXT', now())}, $OUT);
 {
-    my $events = `$root/build/core/metacloud-normalize --compact 2>/dev/null <<'EOF'
+    my $norm = "$root/build/core/metacloud-normalize";
+    my $events = `$norm --compact 2>/dev/null <<'EOF'
 $status_body
 EOF`;
     ingest($status_body, $JSON->decode($events));

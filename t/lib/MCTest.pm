@@ -49,6 +49,20 @@ our $SECRET       = 'demo-app-secret';
 our $VERIFY_TOKEN = 'demo-verify-token';
 our $WEBHOOK_URI  = '/webhooks/whatsapp';
 
+# the usual http snippet: the test database, one webhook location
+our $WEBHOOK_CONF = <<'EOF';
+metacloud_db "%%DB%%";
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /webhooks/whatsapp {
+        metacloud_webhook;
+        metacloud_verify_token %%VERIFY_TOKEN%%;
+        metacloud_app_secret %%SECRET%%;
+        client_max_body_size 4m;
+    }
+}
+EOF
+
 # psql's null marker: random, so that no data can look like it
 my $NULL = sprintf('<mctest-null-%08x%08x>', rand(2**32), rand(2**32));
 my @INSTANCES;          # weak refs, for END
@@ -617,6 +631,15 @@ sub post_signed {
     return $self->post($uri, $body, %o, headers => $hs);
 }
 
+# a signed POST to the webhook: (status, decoded summary or {}, raw body)
+sub deliver {
+    my ($self, $body, %o) = @_;
+    my ($st, $h, $resp) = $self->post_signed($WEBHOOK_URI, $body, %o);
+    require JSON::PP;
+    my $doc = eval { JSON::PP->new->decode($resp) } || {};
+    return ($st, $doc, $resp);
+}
+
 # ----------------------------------------------------------------------
 # fixtures
 
@@ -901,6 +924,8 @@ HTTP (raw IO::Socket::INET; HTTP/1.1, Connection: close):
   $t->http_get($uri, %o)
   $t->post($uri, $body, headers => {..})      Content-Type: application/json
   $t->post_signed($uri, $body, secret => $s, headers => {..})
+  $t->deliver($body, %same)   post_signed to $WEBHOOK_URI: (status,
+        decoded JSON summary or {}, raw answer)
         all return (status, \%headers, $body) in list context (header
         names lower-cased, repeated ones joined with ", ", chunked bodies
         decoded), the status in scalar context.
@@ -934,6 +959,8 @@ Valgrind: MCTest::valgrind_problems($log_text, $is_master) returns the
 lines of one valgrind log that make the teardown fail (used by stop()).
 
 Variables: $MCTest::SECRET ('demo-app-secret'), $MCTest::VERIFY_TOKEN
-('demo-verify-token'), $MCTest::WEBHOOK_URI ('/webhooks/whatsapp').
+('demo-verify-token'), $MCTest::WEBHOOK_URI ('/webhooks/whatsapp'),
+$MCTest::WEBHOOK_CONF (an http snippet: the test database, a webhook
+location with the secret and token above, client_max_body_size 4m).
 
 =cut
