@@ -1046,14 +1046,19 @@ END
 $$;
 
 -- The PRD's indexes --------------------------------------------------------
--- The platform lists an organisation's conversation traffic by direction,
--- newest first (inbox, "sent by us" reports).  The others the PRD lists
--- (type, currentStatus, media status and type) are discussed in
--- docs/SQL.md: currentStatus in particular would make every status update
--- a non-HOT update.
+-- The platform lists an organisation's traffic by direction (inbox, "sent
+-- by us") and by type (the media gallery, reactions), newest first: a rare
+-- type read through the (organizationId, sentAt) index filters the whole
+-- history (docs/SQL.md has the plans).  Neither column changes after the
+-- insert, so status updates stay HOT.  The PRD's indexes on currentStatus
+-- (it would make every status update a non-HOT update), media status
+-- (covered by (status, nextAttemptAt)) and media type are discussed in
+-- docs/SQL.md.
 
 CREATE INDEX IF NOT EXISTS "meta_cloud_messages_organizationId_direction_sentAt_idx"
     ON meta_cloud_messages ("organizationId", "direction", "sentAt");
+CREATE INDEX IF NOT EXISTS "meta_cloud_messages_organizationId_type_sentAt_idx"
+    ON meta_cloud_messages ("organizationId", "type", "sentAt");
 
 
 -- Privileges: administrators only --------------------------------------------
