@@ -441,9 +441,11 @@ $$;
 --      sub-transaction: an error marks that event failed (processed false,
 --      error = the message) and undoes only its rows;
 --   3. the raw body is stored, with the counts.
--- Returns {rawId, inserted, duplicate, failed, unrouted, pending, media}.
--- "inserted" counts every new event; "failed", "unrouted" and "pending"
--- (statuses waiting for their message) are parts of it.
+-- Returns {rawId, received, messagesProcessed, statusesProcessed, inserted,
+-- duplicate, failed, unrouted, pending, media}.  "inserted" counts every
+-- new event; "failed", "unrouted" and "pending" (statuses waiting for their
+-- message) are parts of it; messagesProcessed and statusesProcessed (the
+-- PRD's summary) count the message and status events stored in this call.
 --
 -- Event rows are written once: processed = true is set at insertion and
 -- only a failure or a waiting status updates the row afterwards.
@@ -476,6 +478,8 @@ DECLARE
     n_failed      int := 0;
     n_unrouted    int := 0;
     n_pending     int := 0;
+    n_msg_ok      int := 0;
+    n_status_ok   int := 0;
     v_media       jsonb := '[]';
 BEGIN
     IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
@@ -579,9 +583,16 @@ BEGIN
                 n_failed := n_failed + 1;
             ELSIF p.outcome = 'pending' THEN
                 n_pending := n_pending + 1;
-            ELSIF p.media_id IS NOT NULL THEN
-                v_media := v_media || jsonb_build_array(jsonb_build_object(
-                               'id', p.media_id, 'mediaId', p.meta_media_id));
+            ELSIF v_type = 'status' THEN
+                n_status_ok := n_status_ok + 1;
+            ELSE
+                n_msg_ok := n_msg_ok + 1;
+                IF p.media_id IS NOT NULL THEN
+                    v_media := v_media || jsonb_build_array(
+                                   jsonb_build_object('id', p.media_id,
+                                                      'mediaId',
+                                                      p.meta_media_id));
+                END IF;
             END IF;
         END LOOP;
     END IF;
@@ -595,7 +606,11 @@ BEGIN
             n_events, n_inserted, n_duplicate, n_failed, n_unrouted,
             n_pending);
 
+    -- received, messagesProcessed, statusesProcessed: the PRD's summary
     RETURN jsonb_build_object('rawId', v_raw_id,
+                              'received', true,
+                              'messagesProcessed', n_msg_ok,
+                              'statusesProcessed', n_status_ok,
                               'inserted', n_inserted,
                               'duplicate', n_duplicate,
                               'failed', n_failed,

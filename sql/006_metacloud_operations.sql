@@ -884,9 +884,9 @@ $$;
 -- person's phone, user ids, names or own texts (as stored and as Meta
 -- escapes them) is overwritten with '*' of the same length; the other
 -- bytes stay as they were, "sha256" becomes that of the new bytes and
--- "redactedAt" says so.  Platform rows: the "Lead" loses name, phone and
--- userId (those it has); a "Message" linked to a deleted message loses its
--- body.
+-- "redactedAt" says so.  Platform rows: the "Lead" loses name, phone,
+-- userId and username (those it has); a "Message" linked to a deleted
+-- message or to that lead (the bridge's "leadId") loses body and reaction.
 
 ALTER TABLE meta_cloud_webhook_requests
     ADD COLUMN IF NOT EXISTS "redactedAt" timestamptz(3);
@@ -903,6 +903,8 @@ DECLARE
     v_masks  text[];
     v_media  text[];
     v_plat   text[];
+    v_leads  text[];
+    v_sql    text;
     v_w      text;
     r        record;
     b        bytea;
@@ -976,30 +978,49 @@ BEGIN
             OR metacloud_contact_mentions(w."event", c.ids));
     GET DIAGNOSTICS n_other = ROW_COUNT;
 
-    -- platform rows (the columns are looked up: platforms differ)
-    IF to_regclass('"Message"') IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pg_attribute
-                    WHERE attrelid = '"Message"'::regclass
-                      AND attname = 'body' AND NOT attisdropped)
-    THEN
+    -- platform rows (the columns are looked up: platforms differ, and the
+    -- bridge, 004, adds some): the person's leads, then the "Message" rows
+    -- linked to their messages or to those leads
+    IF to_regclass('"Lead"') IS NOT NULL THEN
+        EXECUTE (
+            SELECT format('SELECT array_agg("id") FROM "Lead" '
+                          'WHERE "organizationId" = $1 AND (%s)',
+                          string_agg(format('%I = ANY ($2)', attname),
+                                     ' OR '))
+              FROM pg_attribute
+             WHERE attrelid = '"Lead"'::regclass AND NOT attisdropped
+               AND attname IN ('phone', 'userId'))
+            INTO v_leads USING organization_id, c.ids;
+    END IF;
+
+    IF to_regclass('"Message"') IS NOT NULL THEN
         v_plat := ARRAY(SELECT m."messageId" FROM meta_cloud_messages m
                          WHERE m."id" = ANY (c.msgs)
                            AND m."messageId" IS NOT NULL);
-        UPDATE "Message" SET "body" = NULL WHERE "id" = ANY (v_plat);
-        GET DIAGNOSTICS n_pmsg = ROW_COUNT;
+        SELECT format('UPDATE "Message" SET %s WHERE "id" = ANY ($1)%s',
+                      string_agg(format('%I = NULL', attname), ', ')
+                          FILTER (WHERE attname <> 'leadId'),
+                      CASE WHEN bool_or(attname = 'leadId')
+                           THEN ' OR "leadId" = ANY ($2)' ELSE '' END)
+          INTO v_sql
+          FROM pg_attribute
+         WHERE attrelid = '"Message"'::regclass AND NOT attisdropped
+           AND attname IN ('body', 'reaction', 'leadId')
+        HAVING bool_or(attname IN ('body', 'reaction'));
+        IF v_sql IS NOT NULL THEN
+            EXECUTE v_sql USING v_plat, coalesce(v_leads, '{}');
+            GET DIAGNOSTICS n_pmsg = ROW_COUNT;
+        END IF;
     END IF;
 
-    IF to_regclass('"Lead"') IS NOT NULL THEN
+    IF v_leads IS NOT NULL THEN
         EXECUTE (
-            SELECT format('UPDATE "Lead" SET %s WHERE "organizationId" = $1 '
-                          'AND (%s)',
-                          string_agg(format('%I = NULL', attname), ', '),
-                          string_agg(format('%I = ANY ($2)', attname), ' OR ')
-                              FILTER (WHERE attname <> 'name'))
+            SELECT format('UPDATE "Lead" SET %s WHERE "id" = ANY ($1)',
+                          string_agg(format('%I = NULL', attname), ', '))
               FROM pg_attribute
              WHERE attrelid = '"Lead"'::regclass AND NOT attisdropped
-               AND attname IN ('name', 'phone', 'userId'))
-            USING organization_id, c.ids;
+               AND attname IN ('name', 'phone', 'userId', 'username'))
+            USING v_leads;
         GET DIAGNOSTICS n_lead = ROW_COUNT;
     END IF;
 

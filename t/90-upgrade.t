@@ -123,6 +123,7 @@ my ($st, $doc, $raw) = $t->deliver(text_body($PHONE, 'wamid.PRDOLD1',
                                       'Oi, ainda tem?'));
 is($st, 200, 'late retry of an old message: 200') or diag($raw);
 is($doc->{duplicate}, 1, 'late retry of an old message: a duplicate');
+is($doc->{messagesProcessed}, 0, 'a duplicate is not processed again');
 is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
                WHERE wamid = 'wamid.PRDOLD1'}), 1, 'still one old message');
 
@@ -132,6 +133,10 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
 is($st, 200, 'new text: 200') or diag($raw);
 is($doc->{inserted}, 1, 'new text: inserted');
 is($doc->{failed}, 0, 'new text: not failed');
+# the PRD's summary fields, for the platform's existing checks
+is($doc->{received}, JSON::PP::true, 'new text: "received": true');
+is($doc->{messagesProcessed}, 1, 'new text: "messagesProcessed": 1');
+is($doc->{statusesProcessed}, 0, 'new text: "statusesProcessed": 0');
 my $row = $t->sql(q{SELECT m.id, m."organizationId", m.text,
                            extract(epoch FROM m."sentAt")::bigint,
                            m."updatedAt" IS NOT NULL
@@ -163,6 +168,8 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_media md
                                             'delivered', '5511999990002'));
 is($st, 200, 'status of an old message: 200') or diag($raw);
 is($doc->{pending}, 0, 'status of an old message: found its message');
+is($doc->{statusesProcessed}, 1, 'status: "statusesProcessed": 1');
+is($doc->{messagesProcessed}, 0, 'status: "messagesProcessed": 0');
 is($t->sql1(q{SELECT "currentStatus" FROM meta_cloud_messages
                WHERE id = 'clmsg0000000000000000prd2'}),
    'DELIVERED', 'the old message is DELIVERED now');

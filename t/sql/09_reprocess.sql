@@ -23,12 +23,20 @@ BEGIN
     res := pg_temp.ingest(jsonb_build_array(pg_temp.msg('P09', 'wamid.R1'),
                                             pg_temp.msg('P09', 'wamid.R2')));
     PERFORM pg_temp.is((res ->> 'failed')::int, 1, 'one failed');
+    -- the PRD's summary fields
+    PERFORM pg_temp.is(res -> 'received', 'true'::jsonb, 'received');
+    PERFORM pg_temp.is((res ->> 'messagesProcessed')::int, 1,
+                       'messagesProcessed: the one that did not fail');
+    PERFORM pg_temp.is((res ->> 'statusesProcessed')::int, 0,
+                       'statusesProcessed');
 
     -- a status whose message was committed while the status was stored:
     -- the trigger could not see it (simulated: trigger off for the insert)
     res := pg_temp.ingest(jsonb_build_array(
                pg_temp.st('P09', 'wamid.OUT9', 'DELIVERED', 1749416500)));
     PERFORM pg_temp.is((res ->> 'pending')::int, 1, 'status pending');
+    PERFORM pg_temp.is((res ->> 'statusesProcessed')::int, 0,
+                       'a pending status is not processed');
     ALTER TABLE meta_cloud_messages
         DISABLE TRIGGER meta_cloud_messages_apply_pending_statuses;
     INSERT INTO meta_cloud_messages (wamid, "organizationId", "phoneNumberId",
