@@ -535,6 +535,8 @@ CREATE OR REPLACE FUNCTION metacloud_purge_batch(p_raw_age interval,
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path FROM CURRENT
+-- a purge must never make the ingest wait long, nor wait long itself
+SET lock_timeout = '50ms'
 AS $$
 DECLARE
     n_raw      int := 0;
@@ -542,8 +544,6 @@ DECLARE
     n_expired  int := 0;
     n_media    int := 0;
 BEGIN
-    -- a purge must never make the ingest wait long, nor wait long itself
-    SET LOCAL lock_timeout = '50ms';
 
     IF p_raw_age IS NOT NULL THEN
         WITH victim AS (
@@ -633,6 +633,35 @@ BEGIN
                   + (b ->> 'expired')::int + (b ->> 'media')::int = 0
                   AND NOT (b ? 'lockTimeout');
     END LOOP;
+END
+$$;
+
+
+-- metacloud_maintain(raw_age, event_age, expire_age, batch): one round of
+-- maintenance in one short statement, for a timer or cron: a
+-- metacloud_reprocess() of at most 100 events, then one purge batch when
+-- an age is given.  "more": the purge found work (call again soon).
+
+CREATE OR REPLACE FUNCTION metacloud_maintain(
+    p_raw_age interval DEFAULT NULL, p_event_age interval DEFAULT NULL,
+    p_expire_age interval DEFAULT '7 days', p_batch int DEFAULT 500)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    r  jsonb;
+    b  jsonb := '{"raw": 0, "events": 0, "expired": 0, "media": 0}';
+BEGIN
+    r := metacloud_reprocess(p_limit => 100);
+    IF coalesce(p_raw_age, p_event_age, p_expire_age) IS NOT NULL THEN
+        b := metacloud_purge_batch(p_raw_age, p_event_age, p_expire_age,
+                                   p_batch);
+    END IF;
+    RETURN jsonb_build_object('reprocess', r, 'purge', b,
+               'more', (b ->> 'raw')::int + (b ->> 'events')::int
+                       + (b ->> 'expired')::int + (b ->> 'media')::int > 0
+                       OR b ? 'lockTimeout');
 END
 $$;
 
@@ -1091,6 +1120,7 @@ REVOKE ALL ON FUNCTION metacloud_replay_request(text, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_reprocess(interval, interval, int, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_media_deleted() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_purge_batch(interval, interval, interval, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_maintain(interval, interval, interval, int) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE metacloud_purge(interval, interval, interval, int, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact_raw(text, text[], text[]) FROM PUBLIC;

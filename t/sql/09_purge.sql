@@ -75,6 +75,20 @@ BEGIN
                           FROM meta_cloud_media_deletions),
                        'org-09p/M-ORPHAN.jpg purged',
                        'its file queued for removal');
+    PERFORM pg_temp.is(current_setting('lock_timeout'), '0',
+                       'the lock_timeout of a batch does not leak');
+
+    -- metacloud_maintain(): a round of reprocessing and one batch
+    PERFORM pg_temp.ingest(jsonb_build_array(pg_temp.msg('P09P', 'wamid.P6')));
+    UPDATE meta_cloud_webhook_events SET "receivedAt" = now() - interval '100 days'
+     WHERE "webhookId" = 'msg:wamid.P6';
+    res := metacloud_maintain('30 days', '90 days');
+    PERFORM pg_temp.is((res -> 'purge' ->> 'events')::int, 1, 'maintain purges');
+    PERFORM pg_temp.is(res -> 'more', 'true'::jsonb, 'and says: more');
+    res := metacloud_maintain('30 days', '90 days');
+    PERFORM pg_temp.is(res -> 'more', 'false'::jsonb, 'then: no more');
+    PERFORM pg_temp.is((res -> 'reprocess' ->> 'retried')::int, 0,
+                       'nothing to reprocess');
 END
 $$;
 
