@@ -172,10 +172,19 @@ BEGIN
 END
 $$;
 
+-- (the replay's SHARE lock holds deliveries until the platform's
+-- transaction commits: a token refresh, the usual UPDATE, does not fire it)
 CREATE OR REPLACE TRIGGER metacloud_credential_changed
-    AFTER INSERT OR UPDATE OF "phoneNumberId", "wabaId", "organizationId"
-    ON "MetaWhatsAppCredential"
+    AFTER INSERT ON "MetaWhatsAppCredential"
     FOR EACH ROW EXECUTE FUNCTION metacloud_credential_changed();
+
+CREATE OR REPLACE TRIGGER metacloud_credential_moved
+    AFTER UPDATE ON "MetaWhatsAppCredential"
+    FOR EACH ROW
+    WHEN (OLD."phoneNumberId" IS DISTINCT FROM NEW."phoneNumberId"
+          OR OLD."wabaId" IS DISTINCT FROM NEW."wabaId"
+          OR OLD."organizationId" IS DISTINCT FROM NEW."organizationId")
+    EXECUTE FUNCTION metacloud_credential_changed();
 
 
 -- metacloud_add_phone_number() -------------------------------------------
@@ -361,18 +370,22 @@ BEGIN
                      WHERE "id" = w."id";
                     v_id := w."id";
                 ELSE
+                    -- received with its body: retention treats both
+                    -- alike
                     INSERT INTO meta_cloud_webhook_events
                            ("webhookId", "eventType", "phoneNumberId",
                             "organizationId", "processed", "error",
                             "payload", "scope", "field", "wabaId",
-                            "rawRequestId", "unrouted", "event")
+                            "rawRequestId", "unrouted", "event",
+                            "receivedAt")
                     VALUES (e ->> 'webhookId',
                             coalesce(e ->> 'eventType', 'generic'),
                             e ->> 'phoneNumberId', v_org, false,
                             e ->> 'invalid',
                             coalesce(e -> 'payload', 'null'), e ->> 'scope',
                             e ->> 'field', e ->> 'wabaId', p_raw_id,
-                            v_org IS NULL, e - 'payload')
+                            v_org IS NULL, e - 'payload',
+                            v_raw."receivedAt")
                     RETURNING "id" INTO v_id;
                 END IF;
 

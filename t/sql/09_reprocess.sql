@@ -57,6 +57,22 @@ BEGIN
     ALTER TABLE "MetaWhatsAppCredential"
         ENABLE TRIGGER metacloud_credential_changed;
 
+    -- a token refresh does not replay (nor lock) anything
+    res := pg_temp.ingest(jsonb_build_array(pg_temp.msg('P09C', 'wamid.R4')));
+    UPDATE "MetaWhatsAppCredential" SET "accessToken" = 'new'
+     WHERE "phoneNumberId" = 'P09B';
+    PERFORM pg_temp.is((SELECT unrouted FROM meta_cloud_webhook_events
+                         WHERE "webhookId" = 'msg:wamid.R4'), true,
+                       'token refresh: nothing replayed');
+    -- moving a credential to another number replays that number
+    UPDATE "MetaWhatsAppCredential" SET "phoneNumberId" = 'P09C'
+     WHERE "phoneNumberId" = 'P09' ;
+    PERFORM pg_temp.is((SELECT processed FROM meta_cloud_webhook_events
+                         WHERE "webhookId" = 'msg:wamid.R4'), true,
+                       'a credential moved to the number replays it');
+    UPDATE "MetaWhatsAppCredential" SET "phoneNumberId" = 'P09'
+     WHERE "phoneNumberId" = 'P09C';
+
     -- too early: nothing is old enough
     res := metacloud_reprocess();
     PERFORM pg_temp.is((res ->> 'retried')::int, 1,
