@@ -792,6 +792,19 @@ AS $$
                                                             p_ids)))
 $$;
 
+-- a raw body for a JSON document: {"body": text}, or {"bodyBase64": ...}
+-- when it is not valid UTF-8 (Meta's bodies are; a broken one is kept too)
+CREATE OR REPLACE FUNCTION metacloud_body_json(b bytea)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RETURN jsonb_build_object('body', convert_from(b, 'UTF8'));
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+    RETURN jsonb_build_object('bodyBase64', encode(b, 'base64'));
+END
+$$;
+
 CREATE OR REPLACE FUNCTION metacloud_export_contact(organization_id text,
     who text)
 RETURNS jsonb
@@ -834,9 +847,9 @@ BEGIN
         'rawRequests', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'id', r."id", 'receivedAt', r."receivedAt",
-                       'sharedWithOthers', NOT x.alone,
-                       'body', CASE WHEN x.alone
-                                    THEN convert_from(r."body", 'UTF8') END)
+                       'sharedWithOthers', NOT x.alone)
+                   || CASE WHEN x.alone
+                           THEN metacloud_body_json(r."body") END
                        ORDER BY r."receivedAt", r."id")
               FROM metacloud_contact_raw(organization_id, c.events, c.ids) x
               JOIN meta_cloud_webhook_requests r ON r."id" = x.raw_id), '[]'),
@@ -1140,6 +1153,7 @@ REVOKE ALL ON FUNCTION metacloud_contact_raw(text, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact_mentions(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_mask_bytes(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_json_ascii(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_body_json(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_forget_in(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_export_contact(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_forget_contact(text, text) FROM PUBLIC;

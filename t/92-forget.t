@@ -143,6 +143,8 @@ my @alone = grep { !$_->{sharedWithOthers} } @{$export->{rawRequests}};
 is(scalar @shared, 1, 'export: the shared delivery is named');
 ok(!defined $shared[0]{body}, 'export: without the body (Bruno is in it)');
 is(scalar @alone, 4, 'export: her own deliveries, with their bodies');
+is(scalar(grep { ($_->{body} // '') =~ /Quero apagar/ } @alone), 1,
+   'export: a body as text');
 ok((grep { $_ eq $A{uid} } @{$export->{identifiers}}),
    'export: the user id found through her phone');
 my $etext = $JSON->encode($export);
