@@ -849,7 +849,8 @@ BEGIN
                        'id', r."id", 'receivedAt', r."receivedAt",
                        'sharedWithOthers', NOT x.alone)
                    || CASE WHEN x.alone
-                           THEN metacloud_body_json(r."body") END
+                           THEN metacloud_body_json(r."body")
+                           ELSE '{}' END
                        ORDER BY r."receivedAt", r."id")
               FROM metacloud_contact_raw(organization_id, c.events, c.ids) x
               JOIN meta_cloud_webhook_requests r ON r."id" = x.raw_id), '[]'),
