@@ -4,16 +4,20 @@
 # "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
 # what the benchmark measures is the insert path, not the duplicate one.
 #
-#   gen-bodies.pl text|statuses COUNT SECRET > FILE
+#   gen-bodies.pl text|statuses COUNT SECRET [FIRST] > FILE
+#
+# FIRST (1) is the number of the first body: runs that share a database
+# take disjoint ranges (scripts/bench-compare, one range per round).
 
 use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256_hex);
 
-my ($kind, $count, $secret) = @ARGV;
-die "usage: $0 text|statuses COUNT SECRET\n"
+my ($kind, $count, $secret, $first) = @ARGV;
+die "usage: $0 text|statuses COUNT SECRET [FIRST]\n"
     unless defined $secret && $kind =~ /^(text|statuses)$/;
+$first //= 1;
 
 my $pnid = '106540352242922';
 my $ts = 1749416383;
@@ -34,7 +38,7 @@ sub envelope {
 
 $| = 0;
 
-for my $i (1 .. $count) {
+for my $i ($first .. $first + $count - 1) {
     my $body;
 
     if ($kind eq 'text') {
