@@ -86,6 +86,13 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       offsetof(ngx_http_metacloud_main_conf_t, pg.timeout),
       NULL },
 
+    { ngx_string("metacloud_maintenance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_metacloud_maintenance,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("metacloud_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_metacloud_webhook,
@@ -469,6 +476,7 @@ ngx_http_metacloud_create_main_conf(ngx_conf_t *cf)
     mcf->pg.queue_size = NGX_CONF_UNSET_UINT;
     mcf->pg.timeout = NGX_CONF_UNSET_MSEC;
     mcf->pg.schema_version = MC_SCHEMA_VERSION;
+    mcf->maint.interval = NGX_CONF_UNSET_MSEC;
 
     if (ngx_array_init(&mcf->pg.stmts, cf->pool, 4,
                        sizeof(ngx_http_metacloud_pg_stmt_t *))
@@ -496,7 +504,7 @@ ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_metacloud_maint_init_conf(cf, &mcf->maint, &mcf->pg);
 }
 
 
@@ -603,7 +611,11 @@ ngx_http_metacloud_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_metacloud_pg_init_worker(cycle, &mcf->pg);
+    if (ngx_http_metacloud_pg_init_worker(cycle, &mcf->pg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_metacloud_maint_init_worker(cycle, &mcf->maint);
 }
 
 
@@ -619,5 +631,6 @@ ngx_http_metacloud_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_metacloud_maint_exit_worker();
     ngx_http_metacloud_pg_exit_worker(&mcf->pg);
 }

@@ -1148,6 +1148,9 @@ REVOKE ALL ON FUNCTION metacloud_reprocess(interval, interval, int, int) FROM PU
 REVOKE ALL ON FUNCTION metacloud_media_deleted() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_purge_batch(interval, interval, interval, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_maintain(interval, interval, interval, int) FROM PUBLIC;
+-- the metacloud_maintenance timer of the module calls it
+GRANT EXECUTE ON FUNCTION metacloud_maintain(interval, interval, interval, int)
+    TO metacloud_module;
 REVOKE ALL ON PROCEDURE metacloud_purge(interval, interval, interval, int, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_contact_raw(text, text[], text[]) FROM PUBLIC;

@@ -37,25 +37,8 @@ my $db = $t->dbname;
 
 $t->sql(qq{SELECT metacloud_add_phone_number('org-purge', '$PHONE',
                                              '$WABA', 'tok')});
-$t->sql(qq{
-    SELECT count(metacloud_ingest(convert_to(e::text, 'UTF8'),
-                                  jsonb_build_array(e)))
-      FROM (SELECT jsonb_build_object(
-                'v', 1, 'field', 'messages', 'eventType', 'message',
-                'scope', '$PHONE', 'webhookId', 'msg:wamid.OLD' || i,
-                'phoneNumberId', '$PHONE', 'wabaId', '$WABA',
-                'payload', jsonb_build_object('id', 'wamid.OLD' || i),
-                'message', jsonb_build_object(
-                    'wamid', 'wamid.OLD' || i, 'direction', 'OUTBOUND',
-                    'from', '15550783881', 'to', '5511900000000',
-                    'type', 'TEXT', 'rawType', 'text',
-                    'timestamp', 1700000000, 'text', 'old ' || i)) e
-              FROM generate_series(1, $N) i) s;
-    UPDATE meta_cloud_webhook_events
-       SET "receivedAt" = now() - interval '100 days';
-    UPDATE meta_cloud_webhook_requests
-       SET "receivedAt" = now() - interval '100 days';
-    ALTER ROLE metacloud_module IN DATABASE "$db"
+$t->old_deliveries(n => $N, phone => $PHONE, waba => $WABA, prefix => 'OLD');
+$t->sql(qq{ALTER ROLE metacloud_module IN DATABASE "$db"
           SET deadlock_timeout = '100ms'});
 
 is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages}), $N,

@@ -697,6 +697,35 @@ sub sql {
     return $self->sql_in($self->{db}, $query, @binds);
 }
 
+# n outbound text messages wamid.<prefix>1..n of one number, each its own
+# delivery through metacloud_ingest(), then backdated by `days` (raw
+# requests and events): old data for retention tests
+sub old_deliveries {
+    my ($self, %o) = @_;
+    my ($n, $phone, $prefix) = @o{qw(n phone prefix)};
+    my $waba = $o{waba} // 'WABA-' . $phone;
+    my $days = $o{days} // 100;
+    $self->sql(qq{
+        SELECT count(metacloud_ingest(convert_to(e::text, 'UTF8'),
+                                      jsonb_build_array(e)))
+          FROM (SELECT jsonb_build_object(
+                    'v', 1, 'field', 'messages', 'eventType', 'message',
+                    'scope', '$phone', 'webhookId', 'msg:wamid.$prefix' || i,
+                    'phoneNumberId', '$phone', 'wabaId', '$waba',
+                    'payload', jsonb_build_object('id', 'wamid.$prefix' || i),
+                    'message', jsonb_build_object(
+                        'wamid', 'wamid.$prefix' || i,
+                        'direction', 'OUTBOUND', 'from', '15550783881',
+                        'to', '5511900000000', 'type', 'TEXT',
+                        'rawType', 'text', 'timestamp', 1700000000,
+                        'text', 'old ' || i)) e
+                  FROM generate_series(1, $n) i) s;
+        UPDATE meta_cloud_webhook_events
+           SET "receivedAt" = now() - interval '$days days';
+        UPDATE meta_cloud_webhook_requests
+           SET "receivedAt" = now() - interval '$days days'});
+}
+
 sub sql1 {
     my ($self, $query, @binds) = @_;
     my $rows = $self->sql($query, @binds);
@@ -950,6 +979,10 @@ PostgreSQL (psql as the superuser, bytes not decoded):
         allowed (the rows of all are returned); dies on an SQL error.
   $t->sql1($query, @binds)  first column of the first row (or undef)
   $t->sql_in($db, $query, @binds)   same, in another database
+  $t->old_deliveries(n => $n, phone => $p, prefix => 'OLD', waba => ..,
+                     days => 100)
+        n outbound texts wamid.OLD1..n, one delivery each through
+        metacloud_ingest(), raw requests and events backdated by `days`
   $t->pg_stop / $t->pg_start        stop / start the whole test cluster
         (scripts/pg-cluster; suites using them must not run in parallel)
 

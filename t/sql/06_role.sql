@@ -32,7 +32,8 @@ BEGIN
     LOOP
         PERFORM pg_temp.is(has_function_privilege('metacloud_module', r.f, 'EXECUTE'),
                            r.f::text IN ('metacloud_ingest(bytea,jsonb,jsonb)',
-                                         'metacloud_schema_version()'),
+                                         'metacloud_schema_version()',
+                                         'metacloud_maintain(interval,interval,interval,integer)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
