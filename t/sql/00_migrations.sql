@@ -17,6 +17,8 @@ SET client_min_messages = warning;
 \ir ../../sql/002_metacloud_schema.sql
 \ir ../../sql/003_metacloud_ingest.sql
 \ir ../../sql/003_metacloud_ingest.sql
+\ir ../../sql/004_metacloud_bridge.sql
+\ir ../../sql/004_metacloud_bridge.sql
 \ir ../../sql/006_metacloud_operations.sql
 \ir ../../sql/006_metacloud_operations.sql
 RESET client_min_messages;
@@ -27,7 +29,7 @@ BEGIN
                        (SELECT max(version) FROM metacloud_schema_migrations),
                        'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
-                          FROM metacloud_schema_migrations) @> ARRAY[1, 2, 3, 6],
+                          FROM metacloud_schema_migrations) @> ARRAY[1, 2, 3, 4, 6],
                        true, 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
