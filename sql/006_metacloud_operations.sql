@@ -112,6 +112,52 @@ UPDATE meta_cloud_webhook_events w
  WHERE w."id" = pick."id";
 
 
+-- The platform's tables, as the bridge (004) writes them ---------------------
+-- A PRD-era platform has no business-scoped user id on "Lead" nor a
+-- business number on "Conversation": without them every routed message
+-- fails in the bridge.  The columns the bridge requires (docs/SQL.md,
+-- "Columns the defaults use") are added when missing, nullable and without
+-- a default (Prisma's client ignores columns its schema does not list; add
+-- them to the platform's schema.prisma), with the indexes of its lookups.
+-- Existing columns and rows are not touched.
+
+DO $$
+DECLARE
+    c  record;
+BEGIN
+    FOR c IN
+        SELECT * FROM (VALUES
+            ('Lead', 'phone'), ('Lead', 'userId'), ('Lead', 'name'),
+            ('Conversation', 'leadId'), ('Conversation', 'phoneNumberId'),
+            ('Ticket', 'conversationId'),
+            ('Message', 'conversationId'), ('Message', 'ticketId'),
+            ('Message', 'direction'), ('Message', 'body'),
+            ('Message', 'status'),
+            ('CampaignRecipient', 'wamid'), ('CampaignRecipient', 'status'))
+            AS v(t, col)
+         WHERE to_regclass(format('%I', v.t)) IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS %I text',
+                       c.t, c.col);
+    END LOOP;
+
+    IF to_regclass('"Lead"') IS NOT NULL THEN
+        CREATE INDEX IF NOT EXISTS "Lead_organizationId_userId_idx"
+            ON "Lead" ("organizationId", "userId");
+    END IF;
+    IF to_regclass('"Conversation"') IS NOT NULL THEN
+        CREATE INDEX IF NOT EXISTS
+            "Conversation_organizationId_phoneNumberId_leadId_idx"
+            ON "Conversation" ("organizationId", "phoneNumberId", "leadId");
+    END IF;
+    IF to_regclass('"CampaignRecipient"') IS NOT NULL THEN
+        CREATE INDEX IF NOT EXISTS "CampaignRecipient_wamid_idx"
+            ON "CampaignRecipient" ("wamid");
+    END IF;
+END
+$$;
+
+
 -- Numbers the platform registers itself ----------------------------------
 --
 -- metacloud_replay_unrouted(phone_number_id, waba_id): replays, in order of

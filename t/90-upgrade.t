@@ -146,6 +146,14 @@ like($row->[0] // '', qr/^[0-9a-f-]{36}$/, 'new text: a generated id');
 is($row->[1], $ORG, 'new text: routed to the PRD organisation');
 is($row->[2], 'Does it come in another color?', 'new text: its text');
 is($row->[3], 1749416383, 'new text: sentAt from Meta\'s timestamp');
+# the bridge (004) on the platform's Prisma tables: the columns it needs
+# were added by the upgrade
+is($t->sql1(q{SELECT name FROM "Lead" WHERE phone = '16505551234'}),
+   'Sheena Nelson', 'new text: the bridge made its Lead');
+is($t->sql1(q{SELECT body FROM "Message" WHERE id =
+                  (SELECT "messageId" FROM meta_cloud_messages
+                    WHERE "from" = '16505551234')}),
+   'Does it come in another color?', 'new text: and its platform Message');
 
 # --- an image ---------------------------------------------------------------
 
