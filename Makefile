@@ -15,7 +15,7 @@
 #                     this tree side by side, interleaved (scripts/bench-compare)
 #   make clean        remove build/;  make distclean: also .run/ (clusters)
 #
-# The core's own targets (normalize, unit, golden) come from mk/core.mk.
+# The core's own targets (normalize, replay, unit, golden) come from mk/core.mk.
 # Options: make test T=t/x.t VALGRIND=0 PROVE_FLAGS=-v MC_KEEP=1
 
 SHELL := /bin/bash

@@ -95,6 +95,13 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       offsetof(ngx_http_metacloud_main_conf_t, pg.timeout),
       NULL },
 
+    { ngx_string("metacloud_maintenance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_metacloud_maintenance,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("metacloud_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_metacloud_webhook,
@@ -548,6 +555,7 @@ ngx_http_metacloud_create_main_conf(ngx_conf_t *cf)
     mcf->pg.queue_size = NGX_CONF_UNSET_UINT;
     mcf->pg.timeout = NGX_CONF_UNSET_MSEC;
     mcf->pg.schema_version = MC_SCHEMA_VERSION;
+    mcf->maint.interval = NGX_CONF_UNSET_MSEC;
 
     ngx_http_metacloud_media_create_conf(&mcf->media);
 
@@ -574,6 +582,12 @@ ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->pg.timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"metacloud_db_timeout\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_metacloud_maint_init_conf(cf, &mcf->maint, &mcf->pg)
+        != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -709,6 +723,10 @@ ngx_http_metacloud_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_metacloud_maint_init_worker(cycle, &mcf->maint) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_metacloud_media_init_worker(cycle, &mcf->media,
                                                 mcf->pg.pg);
 }
@@ -727,5 +745,6 @@ ngx_http_metacloud_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_metacloud_media_exit_worker();
+    ngx_http_metacloud_maint_exit_worker();
     ngx_http_metacloud_pg_exit_worker(&mcf->pg);
 }

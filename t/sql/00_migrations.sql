@@ -21,17 +21,20 @@ SET client_min_messages = warning;
 \ir ../../sql/004_metacloud_bridge.sql
 \ir ../../sql/005_metacloud_media.sql
 \ir ../../sql/005_metacloud_media.sql
+\ir ../../sql/006_metacloud_operations.sql
+\ir ../../sql/006_metacloud_operations.sql
 \ir ../../sql/007_metacloud_event_guard.sql
 \ir ../../sql/007_metacloud_event_guard.sql
 RESET client_min_messages;
 
 DO $$
 BEGIN
-    PERFORM pg_temp.is(metacloud_schema_version() >= 7, true,
+    PERFORM pg_temp.is(metacloud_schema_version(),
+                       (SELECT max(version) FROM metacloud_schema_migrations),
                        'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
                           FROM metacloud_schema_migrations)
-                       @> ARRAY[1, 2, 3, 4, 5, 7], true, 'recorded versions');
+                       @> ARRAY[1, 2, 3, 4, 5, 6, 7], true, 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
                                    data_type::text, is_nullable::text

@@ -37,7 +37,8 @@ BEGIN
                                          'metacloud_media_token(text)',
                                          'metacloud_media_claim(text[],integer,interval,integer)',
                                          'metacloud_media_done(text,integer,text,text,text,text,bigint,text)',
-                                         'metacloud_media_fail(text,integer,text,boolean,integer,interval)'),
+                                         'metacloud_media_fail(text,integer,text,boolean,integer,interval)',
+                                         'metacloud_maintain(interval,interval,interval,integer)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
