@@ -37,9 +37,23 @@ $$;
 
 -- Claimable rows: PENDING and due, or DOWNLOADING with an expired lease.
 -- Small: rows leave it as soon as they are DOWNLOADED, FAILED or EXPIRED.
-CREATE INDEX IF NOT EXISTS "meta_cloud_media_queue_idx"
-    ON meta_cloud_media ((coalesce("nextAttemptAt", "createdAt")))
-    WHERE "status" IN ('PENDING', 'DOWNLOADING');
+-- A table the PRD's Prisma migration created still has "createdAt" as a
+-- timestamp without time zone here (006 converts it), and mixing the two
+-- kinds is not immutable: 006 then creates the index.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM information_schema.columns
+         WHERE table_schema = current_schema()
+           AND table_name = 'meta_cloud_media'
+           AND column_name IN ('nextAttemptAt', 'createdAt')
+           AND data_type = 'timestamp with time zone') = 2
+    THEN
+        CREATE INDEX IF NOT EXISTS "meta_cloud_media_queue_idx"
+            ON meta_cloud_media ((coalesce("nextAttemptAt", "createdAt")))
+            WHERE "status" IN ('PENDING', 'DOWNLOADING');
+    END IF;
+END
+$$;
 
 
 -- metacloud_media_token() ------------------------------------------------

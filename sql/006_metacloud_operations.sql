@@ -76,6 +76,12 @@ BEGIN
 END
 $$;
 
+-- 005's queue index, which it leaves to this file on a PRD-made table (its
+-- timestamps were without time zone until the conversion above)
+CREATE INDEX IF NOT EXISTS "meta_cloud_media_queue_idx"
+    ON meta_cloud_media ((coalesce("nextAttemptAt", "createdAt")))
+    WHERE "status" IN ('PENDING', 'DOWNLOADING');
+
 -- The Node service keyed an event by Meta's bare id (the wamid of a message
 -- or of a status).  Today's keys (docs/EVENTS.md) are rebuilt from the
 -- stored item, so that a late retry of an old message is a duplicate.  Keys
