@@ -448,48 +448,45 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
         return NGX_OK;
     }
 
-    /*
-     * every open connection is busy: open one more, whether or not the
-     * query may wait for it, so that with metacloud_db_queue 0 the pool
-     * still grows and serves the next query
-     */
-
-    connecting = 0;
-
-    for (i = 0; i < pg->conf->size; i++) {
-        if (pg->conns[i].state == NGX_HTTP_METACLOUD_PG_CONNECTING
-            || pg->conns[i].state == NGX_HTTP_METACLOUD_PG_INIT)
-        {
-            connecting++;
-        }
-    }
-
-    if (!pg->retry.timer_set) {
-        for (i = 0; i < pg->conf->size; i++) {
-            if (pg->conns[i].state == NGX_HTTP_METACLOUD_PG_CLOSED) {
-                ngx_http_metacloud_pg_connect(&pg->conns[i]);
-
-                if (pg->conns[i].state != NGX_HTTP_METACLOUD_PG_CLOSED) {
-                    connecting++;
-                }
-
-                break;
-            }
-        }
-    }
-
     if (pg->down && pg->nopen == 0) {
         /* the last attempt failed and back-off runs: the caller retries */
         q->pg = NULL;
         return NGX_DECLINED;
     }
 
+    /* every open connection is busy: one more is opened, if there is room */
+
+    connecting = 0;
+    pc = NULL;
+
+    for (i = 0; i < pg->conf->size; i++) {
+
+        switch (pg->conns[i].state) {
+
+        case NGX_HTTP_METACLOUD_PG_CONNECTING:
+        case NGX_HTTP_METACLOUD_PG_INIT:
+            connecting++;
+            break;
+
+        case NGX_HTTP_METACLOUD_PG_CLOSED:
+            if (pc == NULL && !pg->retry.timer_set) {
+                pc = &pg->conns[i];
+            }
+
+            break;
+
+        default:
+            break;
+        }
+    }
+
     /*
      * a query may always wait for a connection being opened (one each):
-     * metacloud_db_queue bounds only those waiting for a busy one
+     * metacloud_db_queue bounds only those waiting for a busy one, and 0
+     * means no such waiting, not no service
      */
 
-    if (pg->nwaiting >= pg->conf->queue_size + connecting) {
+    if (pg->nwaiting >= pg->conf->queue_size + connecting + (pc ? 1 : 0)) {
         if (pg->conf->queue_size) {
             ngx_log_error(NGX_LOG_WARN, q->log, 0,
                           "metacloud: %ui queries wait for a database "
@@ -498,6 +495,12 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
         }
 
         q->pg = NULL;
+
+        if (pc) {
+            /* for the next query: the pool grows all the same */
+            ngx_http_metacloud_pg_connect(pc);
+        }
+
         return NGX_DECLINED;
     }
 
@@ -509,6 +512,11 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     q->timer.data = q;
     q->timer.log = q->log;
     ngx_add_timer(&q->timer, pg->conf->timeout);
+
+    if (pc) {
+        /* a failure right here completes q from a posted event */
+        ngx_http_metacloud_pg_connect(pc);
+    }
 
     return NGX_OK;
 }
