@@ -4,8 +4,10 @@
 # "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
 # what the benchmark measures is the insert path, not the duplicate one.
 #
-#   gen-bodies.pl text|statuses COUNT SECRET [FIRST] > FILE
+#   gen-bodies.pl text|statuses|large COUNT SECRET [FIRST] > FILE
 #
+# large: bodies of about 3 MB (Meta's limit), 2,000 text messages of 1.4 kB
+# each, for the large-body case of scripts/bench.
 # FIRST (1) is the number of the first body: runs that share a database
 # take disjoint ranges (scripts/bench-compare, one range per round).
 
@@ -15,8 +17,8 @@ use warnings;
 use Digest::SHA qw(hmac_sha256_hex);
 
 my ($kind, $count, $secret, $first) = @ARGV;
-die "usage: $0 text|statuses COUNT SECRET [FIRST]\n"
-    unless defined $secret && $kind =~ /^(text|statuses)$/;
+die "usage: $0 text|statuses|large COUNT SECRET [FIRST]\n"
+    unless defined $secret && $kind =~ /^(text|statuses|large)$/;
 $first //= 1;
 
 my $pnid = '106540352242922';
@@ -24,7 +26,7 @@ my $ts = 1749416383;
 
 sub wamid {
     my ($n) = @_;
-    return sprintf('wamid.BENCH%s%012d', $kind eq 'text' ? 'T' : 'S', $n);
+    return sprintf('wamid.BENCH%s%012d', uc substr($kind, 0, 1), $n);
 }
 
 sub envelope {
@@ -48,6 +50,21 @@ for my $i ($first .. $first + $count - 1) {
             . $from . '","id":"' . wamid($i) . '","timestamp":"'
             . ($ts + $i) . '","type":"text","text":{"body":"Ol\u00e1, '
             . 'pedido ' . $i . ' \/ does it come in another color?"}}]');
+
+    } elsif ($kind eq 'large') {
+        my (@c, @m);
+        for my $j (1 .. 2000) {
+            my $n = ($i - 1) * 2000 + $j;
+            my $from = sprintf('5511%09d', $n % 1000000);
+            push @c, '{"profile":{"name":"Bench User ' . $n . '"},"wa_id":"'
+                . $from . '"}';
+            push @m, '{"from":"' . $from . '","id":"' . wamid($n)
+                . '","timestamp":"' . ($ts + $n) . '","type":"text",'
+                . '"text":{"body":"pedido ' . $n . ' ' . ('x' x 1400)
+                . '"}}';
+        }
+        $body = envelope('"contacts":[' . join(',', @c) . '],"messages":['
+            . join(',', @m) . ']');
 
     } else {
         my @st;

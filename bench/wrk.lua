@@ -51,9 +51,10 @@ function done(summary, latency, requests)
     local e = summary.errors
     io.write(string.format(
         "MCBENCH requests=%d ok=%d non200=%d errors=%d rps=%.1f "
-        .. "p50_ms=%.2f p99_ms=%.2f wrapped=%d\n",
+        .. "p50_ms=%.2f p99_ms=%.2f max_ms=%.2f wrapped=%d\n",
         summary.requests, summary.requests - e.status, e.status,
         e.connect + e.read + e.write + e.timeout,
         summary.requests / (summary.duration / 1e6),
-        latency:percentile(50) / 1000, latency:percentile(99) / 1000, wrap))
+        latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+        latency.max / 1000, wrap))
 end

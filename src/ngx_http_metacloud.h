@@ -34,6 +34,10 @@ typedef struct {
     ngx_str_t                      verify_token;
     ngx_array_t                   *secrets;   /* of mc_str_t */
     ngx_flag_t                     secret_off;
+#if (NGX_THREADS)
+    ngx_thread_pool_t             *thread_pool;
+#endif
+    size_t                         thread_min_size;
 } ngx_http_metacloud_loc_conf_t;
 
 
@@ -41,7 +45,7 @@ extern ngx_module_t  ngx_http_metacloud_module;
 
 
 ngx_int_t ngx_http_metacloud_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_str_t *body, size_t heap_min);
 
 
 #endif /* _NGX_HTTP_METACLOUD_H_INCLUDED_ */

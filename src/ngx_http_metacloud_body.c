@@ -4,7 +4,9 @@
  *
  * The signature covers the raw body exactly as received, and the body goes
  * to PostgreSQL as one bytea: gather the whole buffer chain, from memory or
- * from the temporary file, into one contiguous buffer.
+ * from the temporary file, into one contiguous buffer.  A body of at least
+ * heap_min bytes (0: none) is malloc()ed, for a thread task that may
+ * outlive nothing of the request: the caller frees it.
  */
 
 
@@ -12,7 +14,8 @@
 
 
 ngx_int_t
-ngx_http_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body,
+    size_t heap_min)
 {
     off_t         len;
     u_char       *p;
@@ -39,7 +42,14 @@ ngx_http_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body)
     }
 
     /* one byte more: the core may want the body NUL-terminated */
-    p = ngx_pnalloc(r->pool, (size_t) len + 1);
+
+    if (heap_min && (size_t) len >= heap_min) {
+        p = ngx_alloc((size_t) len + 1, r->connection->log);
+
+    } else {
+        p = ngx_pnalloc(r->pool, (size_t) len + 1);
+    }
+
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -63,21 +73,40 @@ ngx_http_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body)
         n = ngx_read_file(b->file, p, size, b->file_pos);
 
         if (n == NGX_ERROR) {
-            return NGX_ERROR;
+            goto failed;
         }
 
         if ((size_t) n != size) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           ngx_read_file_n " read only %z of %uz bytes "
                           "from \"%V\"", n, size, &b->file->name);
-            return NGX_ERROR;
+            goto failed;
         }
 
         p += n;
     }
 
-    body->len = p - body->data;
+    /* the caller tells a malloc()ed body by its length: it must be len */
+
+    if (p - body->data != len) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "metacloud: request body of %O bytes read as %z",
+                      len, p - body->data);
+        goto failed;
+    }
+
+    body->len = (size_t) len;
     *p = '\0';
 
     return NGX_OK;
+
+failed:
+
+    if (heap_min && (size_t) len >= heap_min) {
+        ngx_free(body->data);
+    }
+
+    body->data = (u_char *) "";
+
+    return NGX_ERROR;
 }

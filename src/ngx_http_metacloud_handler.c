@@ -27,10 +27,34 @@ typedef struct {
     mc_normalized_t                norm;
     const char                    *outcome;
     ngx_msec_t                     db_time;
+#if (NGX_THREADS)
+    ngx_thread_task_t             *task;      /* normalising in a thread */
+#endif
+    int                            norm_rc;
+    unsigned                       heap_body:1;
     unsigned                       normalized:1;
     unsigned                       stored:1;
     unsigned                       db_done:1;
 } ngx_http_metacloud_ctx_t;
+
+
+#if (NGX_THREADS)
+
+/*
+ * A thread task's own memory, malloc()ed with the task: the thread reads
+ * the body (malloc()ed too) and writes norm and rc, nothing else.  r is
+ * NULL once the request went away; the completion then frees it all.
+ */
+
+typedef struct {
+    ngx_http_request_t            *r;
+    u_char                        *body;
+    size_t                         len;
+    mc_normalized_t                norm;
+    int                            rc;
+} ngx_http_metacloud_task_t;
+
+#endif
 
 
 typedef enum {
@@ -52,6 +76,15 @@ static ngx_int_t ngx_http_metacloud_handshake(ngx_http_request_t *r,
 static ngx_int_t ngx_http_metacloud_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 static void ngx_http_metacloud_body_handler(ngx_http_request_t *r);
+static void ngx_http_metacloud_normalized(ngx_http_request_t *r,
+    ngx_http_metacloud_ctx_t *ctx);
+#if (NGX_THREADS)
+static ngx_int_t ngx_http_metacloud_thread_post(ngx_http_request_t *r,
+    ngx_http_metacloud_ctx_t *ctx, ngx_thread_pool_t *tp);
+static void ngx_http_metacloud_thread_run(void *data, ngx_log_t *log);
+static void ngx_http_metacloud_thread_done(ngx_event_t *ev);
+static void ngx_http_metacloud_thread_resume(ngx_http_request_t *r);
+#endif
 static ngx_int_t ngx_http_metacloud_store(ngx_http_request_t *r,
     ngx_http_metacloud_ctx_t *ctx);
 static void ngx_http_metacloud_stored(ngx_http_metacloud_pg_query_t *q);
@@ -61,7 +94,7 @@ static ngx_int_t ngx_http_metacloud_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_metacloud_send_error(ngx_http_request_t *r,
     ngx_uint_t status, char *error);
 static ngx_table_elt_t *ngx_http_metacloud_header(ngx_http_request_t *r,
-    ngx_str_t *name);
+    ngx_str_t *name, ngx_uint_t *n);
 static ngx_int_t ngx_http_metacloud_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -169,6 +202,9 @@ ngx_http_metacloud_ctx(ngx_http_request_t *r)
      *     ctx->ingest = { 0 };
      *     ctx->norm = { 0 };
      *     ctx->outcome = NULL;
+     *     ctx->task = NULL;
+     *     ctx->norm_rc = 0;
+     *     ctx->heap_body = 0;
      *     ctx->normalized = 0;
      *     ctx->stored = 0;
      *     ctx->db_done = 0;
@@ -284,7 +320,8 @@ ngx_http_metacloud_arg(ngx_http_request_t *r, char *name, ngx_str_t *value)
 static void
 ngx_http_metacloud_body_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
+    size_t                          heap_min;
+    ngx_uint_t                      n;
     mc_sig_rc_e                     src;
     ngx_table_elt_t                *h;
     ngx_http_metacloud_ctx_t       *ctx;
@@ -293,16 +330,45 @@ ngx_http_metacloud_body_handler(ngx_http_request_t *r)
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_metacloud_module);
     ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_module);
 
-    if (ngx_http_metacloud_read_body(r, &ctx->body) != NGX_OK) {
+    heap_min = 0;
+
+#if (NGX_THREADS)
+    if (mlcf->thread_pool) {
+        heap_min = ngx_max(mlcf->thread_min_size, 1);
+    }
+#endif
+
+    if (ngx_http_metacloud_read_body(r, &ctx->body, heap_min) != NGX_OK) {
         ctx->outcome = "error";
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
+    ctx->heap_body = (heap_min && ctx->body.len >= heap_min);
+
     if (!mlcf->secret_off) {
         r->connection->log->action = "verifying webhook signature";
 
-        h = ngx_http_metacloud_header(r, &ngx_http_metacloud_sig_header);
+        h = ngx_http_metacloud_header(r, &ngx_http_metacloud_sig_header, &n);
+
+        /*
+         * Meta sends one; with two, which one the signature was meant to
+         * be read from is a guess: a malformed request, 400, not a 401
+         * that would say the body was signed wrongly
+         */
+
+        if (n > 1) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "metacloud: webhook refused, %ui "
+                          "X-Hub-Signature-256 headers", n);
+
+            ctx->outcome = "duplicate_signature";
+
+            ngx_http_finalize_request(r,
+                ngx_http_metacloud_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "more than one signature"));
+            return;
+        }
 
         src = mc_signature_check(h ? h->value.data : NULL,
                                  h ? h->value.len : 0,
@@ -327,9 +393,34 @@ ngx_http_metacloud_body_handler(ngx_http_request_t *r)
 
     r->connection->log->action = "normalising webhook";
 
+#if (NGX_THREADS)
+
+    /* a large body in the thread pool: the worker serves others meanwhile */
+
+    if (ctx->heap_body
+        && ngx_http_metacloud_thread_post(r, ctx, mlcf->thread_pool)
+           == NGX_OK)
+    {
+        return;
+    }
+
+#endif
+
+    ctx->norm_rc = mc_normalize(ctx->body.data, ctx->body.len, &ctx->norm);
+
+    ngx_http_metacloud_normalized(r, ctx);
+}
+
+
+static void
+ngx_http_metacloud_normalized(ngx_http_request_t *r,
+    ngx_http_metacloud_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
     /* -1 is an allocation failure anywhere in the core: Meta retries */
 
-    if (mc_normalize(ctx->body.data, ctx->body.len, &ctx->norm) != 0) {
+    if (ctx->norm_rc != 0) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "metacloud: out of memory normalising %uz bytes",
                       ctx->body.len);
@@ -360,6 +451,132 @@ ngx_http_metacloud_body_handler(ngx_http_request_t *r)
                                           : "database unavailable"));
     }
 }
+
+
+#if (NGX_THREADS)
+
+/*
+ * As ngx_http_file_cache.c does with its thread tasks: the request is
+ * blocked (nginx does not free it while the task runs) and resumes from
+ * its write event handler, which a terminated request replaces with the
+ * finalizer.  The task is malloc()ed, not taken from the request's pool.
+ */
+
+static ngx_int_t
+ngx_http_metacloud_thread_post(ngx_http_request_t *r,
+    ngx_http_metacloud_ctx_t *ctx, ngx_thread_pool_t *tp)
+{
+    ngx_thread_task_t          *task;
+    ngx_http_metacloud_task_t  *t;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_metacloud_task_t),
+                      r->connection->log);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    t = (ngx_http_metacloud_task_t *) (task + 1);
+
+    t->r = r;
+    t->body = ctx->body.data;
+    t->len = ctx->body.len;
+
+    task->ctx = t;
+    task->handler = ngx_http_metacloud_thread_run;
+    task->event.handler = ngx_http_metacloud_thread_done;
+    task->event.data = task;
+    task->event.log = r->connection->log;
+
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        /* logged by nginx (a full queue): normalise inline instead */
+        ngx_free(task);
+        return NGX_ERROR;
+    }
+
+    ctx->task = task;
+
+    r->main->blocked++;
+    r->aio = 1;
+    r->write_event_handler = ngx_http_metacloud_thread_resume;
+
+    return NGX_OK;
+}
+
+
+/* in a thread: the pure core on the task's own memory, nothing else */
+
+static void
+ngx_http_metacloud_thread_run(void *data, ngx_log_t *log)
+{
+    ngx_http_metacloud_task_t  *t = data;
+
+    t->rc = mc_normalize(t->body, t->len, &t->norm);
+}
+
+
+static void
+ngx_http_metacloud_thread_done(ngx_event_t *ev)
+{
+    ngx_connection_t           *c;
+    ngx_thread_task_t          *task;
+    ngx_http_request_t         *r;
+    ngx_http_metacloud_ctx_t   *ctx;
+    ngx_http_metacloud_task_t  *t;
+
+    task = ev->data;
+    t = task->ctx;
+    r = t->r;
+
+    if (r == NULL) {
+        /* the request went away: the body and the result are the task's */
+        if (t->rc == 0) {
+            mc_normalized_free(&t->norm);
+        }
+
+        ngx_free(t->body);
+        ngx_free(task);
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_module);
+
+    ctx->norm = t->norm;
+    ctx->norm_rc = t->rc;
+    ctx->task = NULL;
+
+    ngx_free(task);
+
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    r->write_event_handler(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_metacloud_thread_resume(ngx_http_request_t *r)
+{
+    ngx_http_metacloud_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_module);
+
+    if (ctx->task) {
+        /* a write event while the task runs */
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_http_metacloud_normalized(r, ctx);
+}
+
+#endif
 
 
 /*
@@ -485,6 +702,20 @@ ngx_http_metacloud_cleanup(void *data)
 
     ngx_http_metacloud_ingest_free(&ctx->ingest);
     mc_normalized_free(&ctx->norm);
+
+#if (NGX_THREADS)
+
+    if (ctx->task) {
+        /* nginx blocks a request with a task: this is only a safeguard */
+        ((ngx_http_metacloud_task_t *) ctx->task->ctx)->r = NULL;
+        return;
+    }
+
+#endif
+
+    if (ctx->heap_body) {
+        ngx_free(ctx->body.data);
+    }
 }
 
 
@@ -552,21 +783,26 @@ ngx_http_metacloud_send_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* the first header of that name; *n: how many there are */
+
 static ngx_table_elt_t *
-ngx_http_metacloud_header(ngx_http_request_t *r, ngx_str_t *name)
+ngx_http_metacloud_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_uint_t *n)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t  *h, *first;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
+    first = NULL;
+    *n = 0;
 
     for (i = 0; /* void */; i++) {
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NULL;
+                return first;
             }
 
             part = part->next;
@@ -577,7 +813,11 @@ ngx_http_metacloud_header(ngx_http_request_t *r, ngx_str_t *name)
         if (h[i].key.len == name->len
             && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
         {
-            return &h[i];
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            (*n)++;
         }
     }
 }

@@ -56,6 +56,7 @@ struct ngx_http_metacloud_pg_s {
     ngx_uint_t                        nopen;    /* connecting or better */
 
     unsigned                          down:1;   /* last attempt failed */
+    unsigned                          no_slots:1; /* that warning is out */
 };
 
 
@@ -69,6 +70,8 @@ static ngx_int_t ngx_http_metacloud_pg_wait(ngx_http_metacloud_pg_conn_t *pc,
 static void ngx_http_metacloud_pg_forget_socket(ngx_connection_t *c);
 static void ngx_http_metacloud_pg_event_handler(ngx_event_t *ev);
 static void ngx_http_metacloud_pg_connect_poll(
+    ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_connect_failed(
     ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_init_send(ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
@@ -429,7 +432,7 @@ ngx_int_t
 ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q)
 {
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, connecting;
     ngx_http_metacloud_pg_conn_t  *pc;
 
     q->pg = pg;
@@ -451,12 +454,53 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
         return NGX_DECLINED;
     }
 
-    if (pg->nwaiting >= pg->conf->queue_size) {
-        ngx_log_error(NGX_LOG_WARN, q->log, 0,
-                      "metacloud: %ui queries wait for a database "
-                      "connection, metacloud_db_queue is full",
-                      pg->nwaiting);
+    /* every open connection is busy: one more is opened, if there is room */
+
+    connecting = 0;
+    pc = NULL;
+
+    for (i = 0; i < pg->conf->size; i++) {
+
+        switch (pg->conns[i].state) {
+
+        case NGX_HTTP_METACLOUD_PG_CONNECTING:
+        case NGX_HTTP_METACLOUD_PG_INIT:
+            connecting++;
+            break;
+
+        case NGX_HTTP_METACLOUD_PG_CLOSED:
+            if (pc == NULL && !pg->retry.timer_set) {
+                pc = &pg->conns[i];
+            }
+
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    /*
+     * a query may always wait for a connection being opened (one each):
+     * metacloud_db_queue bounds only those waiting for a busy one, and 0
+     * means no such waiting, not no service
+     */
+
+    if (pg->nwaiting >= pg->conf->queue_size + connecting + (pc ? 1 : 0)) {
+        if (pg->conf->queue_size) {
+            ngx_log_error(NGX_LOG_WARN, q->log, 0,
+                          "metacloud: %ui queries wait for a database "
+                          "connection, metacloud_db_queue is full",
+                          pg->nwaiting);
+        }
+
         q->pg = NULL;
+
+        if (pc) {
+            /* for the next query: the pool grows all the same */
+            ngx_http_metacloud_pg_connect(pc);
+        }
+
         return NGX_DECLINED;
     }
 
@@ -469,15 +513,9 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     q->timer.log = q->log;
     ngx_add_timer(&q->timer, pg->conf->timeout);
 
-    /* open one more connection when every open one is busy */
-
-    if (!pg->retry.timer_set) {
-        for (i = 0; i < pg->conf->size; i++) {
-            if (pg->conns[i].state == NGX_HTTP_METACLOUD_PG_CLOSED) {
-                ngx_http_metacloud_pg_connect(&pg->conns[i]);
-                break;
-            }
-        }
+    if (pc) {
+        /* a failure right here completes q from a posted event */
+        ngx_http_metacloud_pg_connect(pc);
     }
 
     return NGX_OK;
@@ -741,6 +779,16 @@ ngx_http_metacloud_pg_event_handler(ngx_event_t *ev)
         return;
     }
 
+    if (ev->timedout && pc->state == NGX_HTTP_METACLOUD_PG_IDLE) {
+        ev->timedout = 0;
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "metacloud: idle PostgreSQL connection released");
+
+        ngx_http_metacloud_pg_close(pc, 0);
+        return;
+    }
+
     if (ev->timedout) {
         ev->timedout = 0;
 
@@ -804,17 +852,12 @@ ngx_http_metacloud_pg_event_handler(ngx_event_t *ev)
 static void
 ngx_http_metacloud_pg_connect_poll(ngx_http_metacloud_pg_conn_t *pc)
 {
-    u_char                     msg[NGX_MAX_ERROR_STR];
     PostgresPollingStatusType  rc;
 
     rc = PQconnectPoll(pc->pgconn);
 
     if (rc == PGRES_POLLING_FAILED) {
-        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                      "metacloud: could not connect to PostgreSQL: %s",
-                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
-                                                   sizeof(msg)));
-        ngx_http_metacloud_pg_close(pc, 1);
+        ngx_http_metacloud_pg_connect_failed(pc);
         return;
     }
 
@@ -835,6 +878,55 @@ ngx_http_metacloud_pg_connect_poll(ngx_http_metacloud_pg_conn_t *pc)
     {
         ngx_http_metacloud_pg_close(pc, 1);
     }
+}
+
+
+/*
+ * The server refuses a connection when its slots are taken (SQLSTATE 53300;
+ * libpq keeps no code for a failed connection, so its English text is
+ * matched).  That is a sizing problem, told once per worker at warn; the
+ * refusals themselves then go to the info level, or they would fill the
+ * log while the other workers hold the slots.
+ */
+
+static void
+ngx_http_metacloud_pg_connect_failed(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char                   msg[NGX_MAX_ERROR_STR];
+    ngx_http_metacloud_pg_t  *pg;
+
+    pg = pc->pg;
+
+    (void) ngx_http_metacloud_pg_errmsg(pc->pgconn, msg, sizeof(msg));
+
+    if (ngx_strstr(msg, "too many clients") == NULL
+        && ngx_strstr(msg, "too many connections") == NULL
+        && ngx_strstr(msg, "connection slots are reserved") == NULL)
+    {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: could not connect to PostgreSQL: %s", msg);
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    if (!pg->no_slots) {
+        pg->no_slots = 1;
+
+        ngx_log_error(NGX_LOG_WARN, pc->c->log, 0,
+                      "metacloud: PostgreSQL refused a connection for lack "
+                      "of slots (%s): its max_connections (or the role's or "
+                      "database's connection limit) must be at least "
+                      "worker_processes x metacloud_db_pool (%ui here) plus "
+                      "its other clients; idle connections are released "
+                      "after metacloud_db_idle_timeout",
+                      msg, pg->conf->size);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, pc->c->log, 0,
+                      "metacloud: could not connect to PostgreSQL: %s", msg);
+    }
+
+    ngx_http_metacloud_pg_close(pc, 1);
 }
 
 
@@ -1093,6 +1185,15 @@ ngx_http_metacloud_pg_set_idle(ngx_http_metacloud_pg_conn_t *pc)
     ngx_http_metacloud_pg_set_log(pc->c, ngx_cycle->log);
 
     ngx_queue_insert_tail(&pc->pg->idle, &pc->queue);
+
+    /*
+     * an idle connection holds one of the server's max_connections slots,
+     * which another worker may need: metacloud_db_idle_timeout gives it
+     * back (cancelable: a worker that shuts down does not wait for it)
+     */
+
+    pc->c->read->cancelable = 1;
+    ngx_add_timer(pc->c->read, pc->pg->conf->idle_timeout);
 }
 
 
@@ -1155,6 +1256,13 @@ ngx_http_metacloud_pg_idle_get(ngx_http_metacloud_pg_t *pg)
 
         if (ngx_http_metacloud_pg_alive(pc)) {
             ngx_queue_remove(qu);
+
+            if (pc->c->read->timer_set) {
+                ngx_del_timer(pc->c->read);
+            }
+
+            pc->c->read->cancelable = 0;
+
             return pc;
         }
 

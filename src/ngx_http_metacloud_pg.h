@@ -93,6 +93,7 @@ typedef struct {
     ngx_uint_t                         size;     /* connections per worker */
     ngx_uint_t                         queue_size;
     ngx_msec_t                         timeout;
+    ngx_msec_t                         idle_timeout;
     ngx_int_t                          schema_version; /* at least */
     ngx_array_t                        stmts;    /* of stmt pointers */
 

@@ -60,6 +60,20 @@ accepted(conf(loc => 'metacloud_webhook; metacloud_app_secret a; '
     . 'metacloud_app_secret b; client_max_body_size 4m;'),
     'two secrets (rotation)');
 
+accepted(conf(http => 'metacloud_db "host=/tmp"; '
+    . 'metacloud_db_idle_timeout 90s;'), 'metacloud_db_idle_timeout');
+{
+    my ($rc, $o) = $t->nginx_t(conf(loc => "$good_loc metacloud_thread_pool "
+        . 'mc; metacloud_thread_min_size 512k;'),
+        main => 'thread_pool mc threads=2;');
+    is($rc, 0, 'metacloud_thread_pool with a defined pool: accepted')
+        or diag($o);
+}
+accepted(conf(loc => "$good_loc metacloud_thread_pool default;"),
+    'metacloud_thread_pool default (defined by nginx)');
+accepted(conf(loc => "$good_loc metacloud_thread_pool off;"),
+    'metacloud_thread_pool off');
+
 my $dir = $t->testdir;
 open my $fh, '>', "$dir/secrets" or die $!;
 print $fh "# current and previous\nnew-secret\r\n\n  old-secret  \n";
@@ -109,6 +123,20 @@ refused(conf(http => 'metacloud_db "host=/tmp"; metacloud_db_timeout soon;'),
     qr/"metacloud_db_timeout" directive invalid value/, 'bad timeout');
 refused(conf(http => 'metacloud_db "host=/tmp"; metacloud_db_timeout 0;'),
     qr/"metacloud_db_timeout" must be more than 0/, 'zero timeout');
+refused(conf(http => 'metacloud_db "host=/tmp"; '
+    . 'metacloud_db_idle_timeout never;'),
+    qr/"metacloud_db_idle_timeout" directive invalid value/,
+    'bad idle timeout');
+refused(conf(http => 'metacloud_db "host=/tmp"; metacloud_db_idle_timeout 0;'),
+    qr/"metacloud_db_idle_timeout" must be more than 0/, 'zero idle timeout');
+refused(conf(loc => "$good_loc metacloud_thread_pool nosuchpool;"),
+    qr/unknown thread pool "nosuchpool"/, 'undefined thread pool');
+refused(conf(loc => "$good_loc metacloud_thread_pool default; "
+    . 'metacloud_thread_pool default;'),
+    qr/"metacloud_thread_pool" directive is duplicate/, 'thread pool twice');
+refused(conf(loc => "$good_loc metacloud_thread_min_size big;"),
+    qr/"metacloud_thread_min_size" directive invalid value/,
+    'bad thread min size');
 refused(conf(loc => 'metacloud_webhook; metacloud_app_secret s; '
     . 'metacloud_app_secret off;'), qr/"metacloud_app_secret" directive/,
     'secret and off');

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # t/30-signature.t: X-Hub-Signature-256 over the raw body (docs/DESIGN.md
 # section 1): 401 and nothing stored for a missing, malformed or wrong
-# signature; any configured secret passes (rotation); a secret file; a
+# signature; 400 for two signature headers, in either order; any configured
+# secret passes (rotation); a secret file; a
 # body that nginx wrote to a temporary file; 413 over the body limit.
 #
 # mc-valgrind
@@ -117,6 +118,26 @@ like($t->error_log, qr/signature (missing|malformed|mismatch)/,
     'refusals logged');
 unlike($t->error_log, qr/\Q$secret\E|previous-secret/,
     'no secret in the log');
+
+# --- two X-Hub-Signature-256 headers: 400 in either order (which one was
+#     meant is a guess), nothing stored, even when one of them is right
+
+$before = requests();
+for my $order (['right first', "sha256=$hex", 'sha256=' . ('0' x 64)],
+               ['right last', 'sha256=' . ('0' x 64), "sha256=$hex"],
+               ['both right', "sha256=$hex", "sha256=$hex"]) {
+    my ($name, @sigs) = @$order;
+    ($st, $h, $resp) = $t->http('POST', $uri, body => $body, headers => [
+        'Content-Type' => 'application/json',
+        'X-Hub-Signature-256' => $sigs[0],
+        'x-hub-signature-256' => $sigs[1]]);
+    is($st, 400, "two signature headers, $name: 400") or diag($resp);
+    is(eval { JSON::PP::decode_json($resp)->{error} },
+        'more than one signature', "two signature headers, $name: error");
+}
+is(requests(), $before, 'two signature headers: nothing stored');
+like($t->error_log, qr/webhook refused, 2 X-Hub-Signature-256 headers/,
+    'two signature headers: logged');
 
 # --- accepted
 
