@@ -29,6 +29,7 @@ export T VALGRIND VALGRIND_T PROVE_FLAGS MC_KEEP UNIT TEST_PG_PORT RUN_PG_PORT K
 export BASE BENCH_PG_PORT
 
 .PHONY: deps build build-debug run migrate psql test bench bench-compare \
+	bench-media-latency \
         clean distclean
 
 deps:
@@ -80,6 +81,12 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(PROJECT_ROOT)/scripts/bench
+
+# webhook p99 with and without 20 stalled media downloads (a timing
+# comparison: kept out of make test, run in the test harness's cluster)
+bench-media-latency:
+	@$(MAKE) --no-print-directory test T=bench/media-latency.t VALGRIND=0 \
+	    UNIT=0
 
 bench-compare:
 	@$(MAKE) --no-print-directory deps
