@@ -642,7 +642,8 @@ DECLARE
     v_name   text := j ->> 'contactName';
     v_user   text := j ->> 'contactUsername';
     v_status text := 'PENDING';
-    v_new    boolean;
+    -- only a customer's new message opens a ticket
+    v_open   boolean := v_in AND j ->> 'source' = 'webhook';
     l        record;
     cv       record;
     c        meta_cloud_messages;
@@ -680,16 +681,6 @@ BEGIN
         RETURN;
     END IF;
 
-    -- the lock of the row's insertion (the trigger of 003 takes it again):
-    -- a row of this wamid committing now is waited for, then seen
-    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(v_wamid));
-    PERFORM FROM meta_cloud_messages x
-     WHERE x."phoneNumberId" = p_phone AND x."wamid" = v_wamid;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    handled := true;
-
     -- the person, as metacloud_bridge_default_on_message() finds it
     IF v_in THEN
         v_phone := coalesce(j ->> 'from', j ->> 'contactWaId');
@@ -698,32 +689,66 @@ BEGIN
         v_phone := coalesce(j ->> 'to', j ->> 'contactWaId');
         v_uid := coalesce(j ->> 'toUserId', j ->> 'contactUserId');
     END IF;
+
+    -- In one statement, in this order: the lock of the row's insertion
+    -- (the trigger of 003 takes it again: a row of this wamid committing
+    -- now is waited for, then seen), then the person's keys as
+    -- metacloud_bridge_default_lead() takes them (a NULL key: no lock).
+    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(v_wamid)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || p_org || '|p|' || v_phone, 0)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || p_org || '|u|' || v_uid, 0));
+    PERFORM FROM meta_cloud_messages x
+     WHERE x."phoneNumberId" = p_phone AND x."wamid" = v_wamid;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    handled := true;
     IF v_phone IS NULL AND v_uid IS NULL THEN
         RETURN;
     END IF;
 
-    -- Lead: metacloud_bridge_default_lead()
-    IF v_phone IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(
-            hashtextextended('lead|' || p_org || '|p|' || v_phone, 0));
+    -- history: the status the message had in the app
+    IF j ->> 'historyStatus' IS NOT NULL
+       AND metacloud_bridge_rank(upper(j ->> 'historyStatus'))
+           > metacloud_bridge_rank(v_status)
+    THEN
+        v_status := upper(j ->> 'historyStatus');
     END IF;
-    IF v_uid IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(
-            hashtextextended('lead|' || p_org || '|u|' || v_uid, 0));
-    END IF;
+    message_id := gen_random_uuid()::text;
 
+    -- Lead: metacloud_bridge_default_lead()
     SELECT x."id", x."phone", x."userId", x."name", x."username" INTO l
       FROM "Lead" x
      WHERE x."organizationId" = p_org
        AND (x."phone" = v_phone OR x."userId" = v_uid)
      ORDER BY x."createdAt", x."id" LIMIT 1;
-    v_new := NOT FOUND;
 
-    IF v_new THEN
+    IF NOT FOUND THEN
+        -- a new person: nobody else can see the lead before the commit,
+        -- so no conversation or ticket to look for, and no lock for them;
+        -- lead, conversation and ticket in one statement (the foreign keys
+        -- are checked at its end)
         lead_id := gen_random_uuid()::text;
-        INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
-                            "name", "username", "updatedAt")
-        VALUES (lead_id, p_org, v_phone, v_uid, v_name, v_user, now());
+        conversation_id := gen_random_uuid()::text;
+        IF v_open THEN
+            ticket_id := gen_random_uuid()::text;
+        END IF;
+        WITH nl AS (
+            INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
+                                "name", "username", "updatedAt")
+            VALUES (lead_id, p_org, v_phone, v_uid, v_name, v_user, now())),
+        nc AS (
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "lastMessageAt", "lastInboundAt",
+                   "updatedAt")
+            VALUES (conversation_id, p_org, lead_id, p_phone, v_at,
+                    CASE WHEN v_in THEN v_at END, now()))
+        INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                              "status", "updatedAt")
+        SELECT ticket_id, p_org, conversation_id, 'open', now()
+         WHERE ticket_id IS NOT NULL;
     ELSE
         lead_id := l."id";
         IF (l."phone" IS NULL AND v_phone IS NOT NULL)
@@ -739,63 +764,51 @@ BEGIN
                    "updatedAt" = now()
              WHERE "id" = lead_id;
         END IF;
-    END IF;
 
-    -- Conversation: metacloud_bridge_default_conversation()
-    PERFORM pg_advisory_xact_lock(hashtextextended(
-        'conv|' || p_org || '|' || p_phone || '|' || lead_id, 0));
-    IF NOT v_new THEN
+        -- Conversation: metacloud_bridge_default_conversation()
+        PERFORM pg_advisory_xact_lock(hashtextextended(
+            'conv|' || p_org || '|' || p_phone || '|' || lead_id, 0));
         SELECT x."id", x."lastMessageAt", x."lastInboundAt" INTO cv
           FROM "Conversation" x
          WHERE x."organizationId" = p_org
            AND x."phoneNumberId" = p_phone AND x."leadId" = lead_id
          ORDER BY x."createdAt", x."id" LIMIT 1;
-        v_new := NOT FOUND;
-    END IF;
 
-    IF v_new THEN
-        conversation_id := gen_random_uuid()::text;
-        INSERT INTO "Conversation" ("id", "organizationId", "leadId",
-               "phoneNumberId", "lastMessageAt", "lastInboundAt",
-               "updatedAt")
-        VALUES (conversation_id, p_org, lead_id, p_phone, v_at,
-                CASE WHEN v_in THEN v_at END, now());
-    ELSE
-        conversation_id := cv."id";
-        IF v_at > coalesce(cv."lastMessageAt", '-infinity')
-           OR (v_in AND v_at > coalesce(cv."lastInboundAt", '-infinity'))
-        THEN
-            UPDATE "Conversation"
-               SET "lastMessageAt" = greatest("lastMessageAt", v_at),
-                   "lastInboundAt" = greatest("lastInboundAt",
-                                              CASE WHEN v_in THEN v_at END),
-                   "updatedAt" = now()
-             WHERE "id" = conversation_id;
+        IF NOT FOUND THEN
+            conversation_id := gen_random_uuid()::text;
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "lastMessageAt", "lastInboundAt",
+                   "updatedAt")
+            VALUES (conversation_id, p_org, lead_id, p_phone, v_at,
+                    CASE WHEN v_in THEN v_at END, now());
+        ELSE
+            conversation_id := cv."id";
+            IF v_at > coalesce(cv."lastMessageAt", '-infinity')
+               OR (v_in AND v_at > coalesce(cv."lastInboundAt", '-infinity'))
+            THEN
+                UPDATE "Conversation"
+                   SET "lastMessageAt" = greatest("lastMessageAt", v_at),
+                       "lastInboundAt" = greatest("lastInboundAt",
+                           CASE WHEN v_in THEN v_at END),
+                       "updatedAt" = now()
+                 WHERE "id" = conversation_id;
+            END IF;
+
+            -- Ticket: metacloud_bridge_default_ticket()
+            SELECT x."id" INTO ticket_id FROM "Ticket" x
+             WHERE x."conversationId" = conversation_id AND x."status" = 'open'
+             ORDER BY x."createdAt" DESC, x."id" LIMIT 1;
         END IF;
 
-        -- Ticket: metacloud_bridge_default_ticket()
-        SELECT x."id" INTO ticket_id FROM "Ticket" x
-         WHERE x."conversationId" = conversation_id AND x."status" = 'open'
-         ORDER BY x."createdAt" DESC, x."id" LIMIT 1;
-    END IF;
-
-    -- only a customer's new message opens a ticket
-    IF ticket_id IS NULL AND v_in AND j ->> 'source' = 'webhook' THEN
-        ticket_id := gen_random_uuid()::text;
-        INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
-                              "status", "updatedAt")
-        VALUES (ticket_id, p_org, conversation_id, 'open', now());
+        IF ticket_id IS NULL AND v_open THEN
+            ticket_id := gen_random_uuid()::text;
+            INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                                  "status", "updatedAt")
+            VALUES (ticket_id, p_org, conversation_id, 'open', now());
+        END IF;
     END IF;
 
     -- Message: metacloud_bridge_default_message() for a new row
-    IF j ->> 'historyStatus' IS NOT NULL
-       AND metacloud_bridge_rank(upper(j ->> 'historyStatus'))
-           > metacloud_bridge_rank(v_status)
-    THEN
-        v_status := upper(j ->> 'historyStatus');
-    END IF;
-
-    message_id := gen_random_uuid()::text;
     INSERT INTO "Message" ("id", "organizationId", "conversationId",
            "ticketId", "leadId", "direction", "type", "body", "status",
            "sentAt", "updatedAt")
