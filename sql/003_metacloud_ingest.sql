@@ -115,6 +115,18 @@ BEGIN
         COMMENT ON FUNCTION metacloud_on_state_sync(text, text, jsonb) IS
             'host hook: a smb_app_state_sync contact (add, edit, remove)';
     END IF;
+    -- not a hook: 004 replaces it with the default bridge's fast path,
+    -- which makes the links before the row is inserted (no UPDATE after)
+    IF to_regprocedure('metacloud_bridge_prepare(text, text, jsonb)') IS NULL
+    THEN
+        CREATE FUNCTION metacloud_bridge_prepare(p_org text, p_phone text,
+            p_ev jsonb, OUT handled boolean, OUT lead_id text,
+            OUT conversation_id text, OUT ticket_id text,
+            OUT message_id text)
+        LANGUAGE sql
+        AS $f$ SELECT false, NULL::text, NULL::text, NULL::text,
+                      NULL::text $f$;
+    END IF;
 END
 $do$;
 
@@ -209,6 +221,7 @@ DECLARE
     v_hm        boolean := v_type = 'history_media';
     v_media_pk  text;
     v_msg_id    text;
+    b           record;
 BEGIN
     outcome := 'ok';
 
@@ -262,6 +275,10 @@ BEGIN
         END IF;
     END IF;
 
+    -- The bridge's links when it can make them before the row (a new row,
+    -- the default hooks: 004); else metacloud_on_message() below.
+    b := metacloud_bridge_prepare(p_org, v_phone, p_ev);
+
     -- The sub-object's keys are the column names (docs/EVENTS.md): one
     -- jsonb_populate_record() reads them all; every column the event must
     -- not choose is set here, the rest stay NULL (leadId, conversationId,
@@ -289,7 +306,8 @@ BEGIN
             "contextFrom", "isFrequentlyForwarded",
             "referredProductCatalogId", "referredProductRetailerId",
             "locationUrl", "originalMessageId", "errorCode", "errorTitle",
-            "referral", "historyStatus")
+            "referral", "historyStatus", "leadId", "conversationId",
+            "ticketId", "messageId")
     SELECT gen_random_uuid()::text, j."wamid", p_org, p_event_id,
            v_phone, j."direction", j."from", j."to", j."type", j."text",
            j."contactName", j."contactWaId", j."contextMessageId",
@@ -308,7 +326,8 @@ BEGIN
            coalesce(j."isFrequentlyForwarded", false),
            j."referredProductCatalogId", j."referredProductRetailerId",
            j."locationUrl", j."originalMessageId", j."errorCode",
-           j."errorTitle", j."referral", j."historyStatus"
+           j."errorTitle", j."referral", j."historyStatus", b.lead_id,
+           b.conversation_id, b.ticket_id, b.message_id
       FROM jsonb_populate_record(NULL::meta_cloud_messages, m) AS j
     ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
        SET "mediaId" = CASE WHEN v_hm
@@ -339,7 +358,9 @@ BEGIN
            "updatedAt" = now()
     RETURNING t."id" INTO v_msg_id;
 
-    PERFORM metacloud_on_message(v_msg_id);
+    IF NOT b.handled THEN
+        PERFORM metacloud_on_message(v_msg_id);
+    END IF;
 END
 $$;
 
@@ -724,6 +745,7 @@ REVOKE ALL ON FUNCTION metacloud_status_rank("MetaCloudMessageStatusEnum") FROM 
 REVOKE ALL ON FUNCTION metacloud_on_message(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_status(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_state_sync(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_prepare(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;

@@ -613,6 +613,223 @@ BEGIN
 END
 $$;
 
+-- The fast path ----------------------------------------------------------
+-- metacloud_process_event() (003) calls this before it inserts a message
+-- row: for a new row while the hooks a message runs through are still the
+-- defaults, it does what metacloud_bridge_default_on_message() would do
+-- after the insert, in one function, and returns the links, which go into
+-- the row's INSERT: no read back, no UPDATE of meta_cloud_messages (which
+-- cannot be HOT: the link columns are indexed).  A brand-new lead has no
+-- conversation, a brand-new conversation no ticket: no lookup for them.
+-- handled false (a hook replaced, an optional column missing, a row that
+-- exists, a reaction, edit, revoke or system message): the caller runs
+-- metacloud_on_message() after the insert, the per-step path.  The hooks
+-- are checked on every call, so a platform's replacement counts at once.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_prepare(p_org text,
+    p_phone text, p_ev jsonb, OUT handled boolean, OUT lead_id text,
+    OUT conversation_id text, OUT ticket_id text, OUT message_id text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    j        jsonb := p_ev -> 'message';
+    v_wamid  text := j ->> 'wamid';
+    v_in     boolean := j ->> 'direction' = 'INBOUND';
+    v_at     timestamptz := coalesce(to_timestamp((j ->> 'timestamp')::bigint),
+                                     now());
+    v_phone  text;
+    v_uid    text;
+    v_name   text := j ->> 'contactName';
+    v_user   text := j ->> 'contactUsername';
+    v_status text := 'PENDING';
+    -- only a customer's new message opens a ticket
+    v_open   boolean := v_in AND j ->> 'source' = 'webhook';
+    l        record;
+    cv       record;
+    c        meta_cloud_messages;
+BEGIN
+    handled := false;
+    IF j ->> 'type' IN ('REACTION', 'EDIT', 'REVOKE', 'SYSTEM')
+       OR NOT (metacloud_bridge_has('Lead')
+               AND metacloud_bridge_has('Conversation')
+               AND metacloud_bridge_has('Message'))
+    THEN
+        RETURN;
+    END IF;
+
+    -- every hook a new message goes through is still the one 004 made
+    IF (SELECT count(*) FROM pg_proc p
+          JOIN (VALUES
+                ('metacloud_on_message',
+                 'SELECT metacloud_bridge_default_on_message($1)'),
+                ('metacloud_bridge_lead',
+                 'SELECT metacloud_bridge_default_lead($1, $2, $3, $4, $5)'),
+                ('metacloud_bridge_conversation',
+                 'SELECT metacloud_bridge_default_conversation'
+                 '($1, $2, $3, $4, $5)'),
+                ('metacloud_bridge_ticket',
+                 'SELECT metacloud_bridge_default_ticket($1, $2, $3)'),
+                ('metacloud_bridge_message',
+                 'SELECT metacloud_bridge_default_message($1, $2, $3, $4)'),
+                ('metacloud_bridge_change',
+                 'SELECT metacloud_bridge_default_change($1, $2)'))
+               AS d(name, src)
+            ON p.proname = d.name
+         WHERE pg_function_is_visible(p.oid)
+           AND p.prosrc = d.src) <> 6
+    THEN
+        RETURN;
+    END IF;
+
+    -- the person, as metacloud_bridge_default_on_message() finds it
+    IF v_in THEN
+        v_phone := coalesce(j ->> 'from', j ->> 'contactWaId');
+        v_uid := coalesce(j ->> 'fromUserId', j ->> 'contactUserId');
+    ELSE
+        v_phone := coalesce(j ->> 'to', j ->> 'contactWaId');
+        v_uid := coalesce(j ->> 'toUserId', j ->> 'contactUserId');
+    END IF;
+
+    -- In one statement, in this order: the lock of the row's insertion
+    -- (the trigger of 003 takes it again: a row of this wamid committing
+    -- now is waited for, then seen), then the person's keys as
+    -- metacloud_bridge_default_lead() takes them (a NULL key: no lock).
+    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(v_wamid)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || p_org || '|p|' || v_phone, 0)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || p_org || '|u|' || v_uid, 0));
+    PERFORM FROM meta_cloud_messages x
+     WHERE x."phoneNumberId" = p_phone AND x."wamid" = v_wamid;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    handled := true;
+    IF v_phone IS NULL AND v_uid IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- history: the status the message had in the app
+    IF j ->> 'historyStatus' IS NOT NULL
+       AND metacloud_bridge_rank(upper(j ->> 'historyStatus'))
+           > metacloud_bridge_rank(v_status)
+    THEN
+        v_status := upper(j ->> 'historyStatus');
+    END IF;
+    message_id := gen_random_uuid()::text;
+
+    -- Lead: metacloud_bridge_default_lead()
+    SELECT x."id", x."phone", x."userId", x."name", x."username" INTO l
+      FROM "Lead" x
+     WHERE x."organizationId" = p_org
+       AND (x."phone" = v_phone OR x."userId" = v_uid)
+     ORDER BY x."createdAt", x."id" LIMIT 1;
+
+    IF NOT FOUND THEN
+        -- a new person: nobody else can see the lead before the commit,
+        -- so no conversation or ticket to look for, and no lock for them;
+        -- lead, conversation and ticket in one statement (the foreign keys
+        -- are checked at its end)
+        lead_id := gen_random_uuid()::text;
+        conversation_id := gen_random_uuid()::text;
+        IF v_open THEN
+            ticket_id := gen_random_uuid()::text;
+        END IF;
+        WITH nl AS (
+            INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
+                                "name", "username", "updatedAt")
+            VALUES (lead_id, p_org, v_phone, v_uid, v_name, v_user, now())),
+        nc AS (
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "lastMessageAt", "lastInboundAt",
+                   "updatedAt")
+            VALUES (conversation_id, p_org, lead_id, p_phone, v_at,
+                    CASE WHEN v_in THEN v_at END, now()))
+        INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                              "status", "updatedAt")
+        SELECT ticket_id, p_org, conversation_id, 'open', now()
+         WHERE ticket_id IS NOT NULL;
+    ELSE
+        lead_id := l."id";
+        IF (l."phone" IS NULL AND v_phone IS NOT NULL)
+           OR (l."userId" IS NULL AND v_uid IS NOT NULL)
+           OR (v_name IS NOT NULL AND v_name IS DISTINCT FROM l."name")
+           OR (v_user IS NOT NULL AND v_user IS DISTINCT FROM l."username")
+        THEN
+            UPDATE "Lead"
+               SET "phone" = coalesce("phone", v_phone),
+                   "userId" = coalesce("userId", v_uid),
+                   "name" = coalesce(v_name, "name"),
+                   "username" = coalesce(v_user, "username"),
+                   "updatedAt" = now()
+             WHERE "id" = lead_id;
+        END IF;
+
+        -- Conversation: metacloud_bridge_default_conversation()
+        PERFORM pg_advisory_xact_lock(hashtextextended(
+            'conv|' || p_org || '|' || p_phone || '|' || lead_id, 0));
+        SELECT x."id", x."lastMessageAt", x."lastInboundAt" INTO cv
+          FROM "Conversation" x
+         WHERE x."organizationId" = p_org
+           AND x."phoneNumberId" = p_phone AND x."leadId" = lead_id
+         ORDER BY x."createdAt", x."id" LIMIT 1;
+
+        IF NOT FOUND THEN
+            conversation_id := gen_random_uuid()::text;
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "lastMessageAt", "lastInboundAt",
+                   "updatedAt")
+            VALUES (conversation_id, p_org, lead_id, p_phone, v_at,
+                    CASE WHEN v_in THEN v_at END, now());
+        ELSE
+            conversation_id := cv."id";
+            IF v_at > coalesce(cv."lastMessageAt", '-infinity')
+               OR (v_in AND v_at > coalesce(cv."lastInboundAt", '-infinity'))
+            THEN
+                UPDATE "Conversation"
+                   SET "lastMessageAt" = greatest("lastMessageAt", v_at),
+                       "lastInboundAt" = greatest("lastInboundAt",
+                           CASE WHEN v_in THEN v_at END),
+                       "updatedAt" = now()
+                 WHERE "id" = conversation_id;
+            END IF;
+
+            -- Ticket: metacloud_bridge_default_ticket()
+            SELECT x."id" INTO ticket_id FROM "Ticket" x
+             WHERE x."conversationId" = conversation_id AND x."status" = 'open'
+             ORDER BY x."createdAt" DESC, x."id" LIMIT 1;
+        END IF;
+
+        IF ticket_id IS NULL AND v_open THEN
+            ticket_id := gen_random_uuid()::text;
+            INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                                  "status", "updatedAt")
+            VALUES (ticket_id, p_org, conversation_id, 'open', now());
+        END IF;
+    END IF;
+
+    -- Message: metacloud_bridge_default_message() for a new row
+    INSERT INTO "Message" ("id", "organizationId", "conversationId",
+           "ticketId", "leadId", "direction", "type", "body", "status",
+           "sentAt", "updatedAt")
+    VALUES (message_id, p_org, conversation_id, ticket_id, lead_id,
+            j ->> 'direction', j ->> 'rawType', j ->> 'text', v_status,
+            v_at, now());
+
+    -- changes that came before their target, in their order
+    FOR c IN
+        SELECT * FROM meta_cloud_messages x
+         WHERE x."phoneNumberId" = p_phone
+           AND coalesce(x."reactionMessageId", x."originalMessageId")
+               = v_wamid
+           AND x."type" IN ('REACTION', 'EDIT', 'REVOKE')
+         ORDER BY x."sentAt", x."createdAt", x."id"
+    LOOP
+        PERFORM metacloud_bridge_default_change(c, message_id);
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION metacloud_bridge_default_on_status(
     p_status_id text)
 RETURNS void
@@ -828,6 +1045,7 @@ REVOKE ALL ON FUNCTION metacloud_bridge_default_contact(text, text, jsonb) FROM 
 REVOKE ALL ON FUNCTION metacloud_bridge_default_on_message(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_default_on_status(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_default_on_state_sync(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_prepare(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_register_outbound(text, text, text, text, text, text, text) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
