@@ -54,10 +54,13 @@ is(q1(q{SELECT prosrc LIKE '%pg_advisory_xact_lock%' FROM pg_proc
 my ($rc, $out) = migrate();
 is($rc, 0, 'sql/migrate') or diag($out);
 like($out, qr/applied 003_metacloud_ingest\.sql/, '003 applied again');
-like($out, qr/applied 004_metacloud_bridge\.sql.*schema version 4/s,
-     '004 applied: version 4');
+my ($latest) = sort { $b <=> $a }
+               map { m{/0*(\d+)_[^/]*\.sql$} ? $1 : () }
+               glob("$ENV{MC_ROOT}/sql/[0-9][0-9][0-9]_*.sql");
+like($out, qr/applied 004_metacloud_bridge\.sql.*schema version $latest/s,
+     "004 and the later files applied: version $latest");
 ($rc, $out) = migrate();
-like($out, qr/^nothing to apply \(schema version 4\)$/m,
+like($out, qr/^nothing to apply \(schema version $latest\)$/m,
      'a second run applies nothing');
 
 for my $f ('metacloud_apply_status(text, text, jsonb)',
@@ -107,6 +110,11 @@ $t->sql_in($db, q{
 ($rc, $out) = migrate();
 like($out, qr/applied 004_metacloud_bridge\.sql/,
      'a changed file is applied again');
+like($out, qr/applied 007_metacloud_event_guard\.sql/,
+     'and every file after it, so that the last definition wins');
+is(q1(q{SELECT prosrc LIKE '%metacloud_store_failed_event%' FROM pg_proc
+         WHERE oid = 'metacloud_ingest(bytea, jsonb, jsonb)'::regprocedure}),
+   't', "metacloud_ingest() is still 007's");
 is(q1(q{SELECT prosrc FROM pg_proc
          WHERE oid = 'metacloud_bridge_ticket(text, text, boolean)'
                      ::regprocedure}),
