@@ -10,6 +10,7 @@
 
 
 #include "ngx_metacloud.h"
+#include "ngx_http_metacloud_metrics.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -388,6 +389,8 @@ ngx_http_metacloud_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    ngx_http_metacloud_metrics_body(r, &ctx->norm);
+
     if (ctx->norm.rc != MC_BODY_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "metacloud: signed body kept as %s: %s",
@@ -455,6 +458,8 @@ ngx_http_metacloud_ingest_done(ngx_metacloud_pg_query_t *q,
     ngx_http_request_t        *r;
     ngx_http_metacloud_ctx_t  *ctx;
 
+    ngx_http_metacloud_ingest_report_t  rep;
+
     r = q->data;
     c = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_module);
@@ -486,6 +491,15 @@ ngx_http_metacloud_ingest_done(ngx_metacloud_pg_query_t *q,
     }
 
     media = json_object_get(doc, "media");
+
+    rep.inserted = json_integer_value(json_object_get(doc, "inserted"));
+    rep.duplicate = json_integer_value(json_object_get(doc, "duplicate"));
+    rep.failed = json_integer_value(json_object_get(doc, "failed"));
+    rep.unrouted = json_integer_value(json_object_get(doc, "unrouted"));
+    rep.pending = json_integer_value(json_object_get(doc, "pending"));
+    rep.db_time = ngx_current_msec - q->start;
+
+    ngx_http_metacloud_metrics_ingest(r, &rep);
 
     /* events that failed in SQL are the module's or the schema's fault */
     level = json_integer_value(json_object_get(doc, "failed")) ? NGX_LOG_WARN
