@@ -3,9 +3,9 @@
 # cannot use (DESIGN.md section 1: "the database schema is older than the
 # module: 503, and a clear error-log line, nothing kept: Meta retries"):
 #
-#   1. a migrated database whose recorded schema version is 2 (the row of
-#      migration 003 deleted from metacloud_schema_migrations: the real
-#      metacloud_schema_version() with its real grant then reports 2)
+#   1. a migrated database whose recorded schema version is below the
+#      module's (those rows deleted from metacloud_schema_migrations: the real
+#      metacloud_schema_version() with its real grant then reports less)
 #      -> 503 within metacloud_db_timeout, an error-log line naming the
 #      version found, the version needed and sql/migrate, nothing stored;
 #      after `sql/migrate` (what the log line says to run) the same body is
@@ -37,6 +37,13 @@ my $TIMEOUT = 2;                        # metacloud_db_timeout, seconds
 my $tf = $t->timeout_factor;
 my $JSON = JSON::PP->new;
 my $WAMID = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
+
+# the version the module needs (MC_SCHEMA_VERSION), and the newest migration
+my ($NEED) = MCTest::_read_file($t->root . '/src/core/mc_core.h')
+             =~ /#define\s+MC_SCHEMA_VERSION\s+(\d+)/;
+my ($LATEST) = sort { $b <=> $a }
+               map { m{/0*(\d+)_[^/]*\.sql$} ? $1 : () }
+               glob($t->root . '/sql/[0-9][0-9][0-9]_*.sql');
 
 my $CONF = <<'EOF';
 metacloud_db "%%DB%%";
@@ -103,50 +110,54 @@ like($body, qr/\Q$WAMID\E/, 'the meta_text fixture carries its wamid');
 $t->sql(q{SELECT metacloud_add_phone_number('org-test', '106540352242922',
                                             '102290129340398', 'tok')});
 
-is($t->sql1('SELECT metacloud_schema_version()'), 3,
-   'the template is at schema version 3 (what the module needs)');
+is($t->sql1('SELECT metacloud_schema_version()'), $LATEST,
+   "the template is at schema version $LATEST (the newest migration)");
+cmp_ok($LATEST, '>=', $NEED, "which the module's $NEED does not exceed");
 
-$t->sql('DELETE FROM metacloud_schema_migrations WHERE version >= 3');
-is($t->sql1('SELECT metacloud_schema_version()'), 2,
-   'version 3 unrecorded: metacloud_schema_version() reports 2');
+my $BELOW = $t->sql1('SELECT max(version) FROM metacloud_schema_migrations'
+                     . " WHERE version < $NEED");
+$t->sql("DELETE FROM metacloud_schema_migrations WHERE version >= $NEED");
+is($t->sql1('SELECT metacloud_schema_version()'), $BELOW,
+   "version $NEED unrecorded: metacloud_schema_version() reports $BELOW");
 is($t->sql1(q{SET ROLE metacloud_module; SELECT metacloud_schema_version()}),
-   2, 'and the module role may still call it (grant kept)');
+   $BELOW, 'and the module role may still call it (grant kept)');
 
 $t->write_conf($CONF);
 $t->run;
 
 my $off = length $t->error_log;
 my ($st, $doc, $dt, $raw) = post_timed($t, $body);
-is($st, 503, 'schema 2: a signed POST gets 503') or diag($raw);
-is($doc && $doc->{status}, 'error', 'schema 2: {"status":"error"}');
+is($st, 503, 'old schema: a signed POST gets 503') or diag($raw);
+is($doc && $doc->{status}, 'error', 'old schema: {"status":"error"}');
 ok(defined $doc && defined $doc->{error} && $doc->{error} =~ /database/,
-   'schema 2: the error names the database')
+   'old schema: the error names the database')
     or diag($raw);
 cmp_ok($dt, '<', ($TIMEOUT + 1) * $tf,
-       "schema 2: answered within metacloud_db_timeout + 1s (${dt}s)");
+       "old schema: answered within metacloud_db_timeout + 1s (${dt}s)");
 
 my $log = log_since($t, $off);
 like($log,
-     qr/\[alert\].*metacloud: the database schema is version 2, this module needs 3: run sql\/migrate/,
-     'schema 2: the error log names the version found, the one needed, '
+     qr/\[alert\].*metacloud: the database schema is version $BELOW, this module needs $NEED: run sql\/migrate/,
+     'old schema: the error log names the version found, the one needed, '
      . 'and sql/migrate');
 
 # a second delivery while the schema is still old: still 503
 ($st) = post_timed($t, $body);
-is($st, 503, 'schema 2: a second POST is 503 too');
+is($st, 503, 'old schema: a second POST is 503 too');
 
 is($t->sql1('SELECT count(*) FROM meta_cloud_webhook_requests'), 0,
-   'schema 2: no raw request stored');
+   'old schema: no raw request stored');
 is($t->sql1('SELECT count(*) FROM meta_cloud_webhook_events'), 0,
-   'schema 2: no event stored');
+   'old schema: no event stored');
 is($t->sql1('SELECT count(*) FROM meta_cloud_messages'), 0,
-   'schema 2: no message stored');
+   'old schema: no message stored');
 
 # the operator does what the log says
 my ($mrc, $mout) = migrate($t->dbname);
-is($mrc, 0, 'sql/migrate brings the database back to version 3')
+is($mrc, 0, "sql/migrate brings the database back to version $LATEST")
     or diag($mout);
-is($t->sql1('SELECT metacloud_schema_version()'), 3, 'version 3 again');
+is($t->sql1('SELECT metacloud_schema_version()'), $LATEST,
+   "version $LATEST again");
 
 my ($fst, $fdoc, $n, $seen) = post_until_200($t, $body, 15);
 is($fst, 200, "after sql/migrate: Meta's retry gets 200 "

@@ -21,7 +21,7 @@
 #define MC_EVENT_VERSION     1
 
 /* the schema version (sql/) this build of the module needs at least */
-#define MC_SCHEMA_VERSION    3
+#define MC_SCHEMA_VERSION    8
 
 
 typedef struct {

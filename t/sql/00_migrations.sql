@@ -1,4 +1,4 @@
--- The migrations: schema version 3, and every file can be applied again
+-- The migrations: schema version 8, and every file can be applied again
 -- (in a transaction rolled back at the end) without error or change; a
 -- platform's replacement of a host hook survives a re-run.
 BEGIN;
@@ -17,14 +17,16 @@ SET client_min_messages = warning;
 \ir ../../sql/002_metacloud_schema.sql
 \ir ../../sql/003_metacloud_ingest.sql
 \ir ../../sql/003_metacloud_ingest.sql
+\ir ../../sql/008_metacloud_metrics.sql
+\ir ../../sql/008_metacloud_metrics.sql
 RESET client_min_messages;
 
 DO $$
 BEGIN
-    PERFORM pg_temp.is(metacloud_schema_version(), 3, 'schema version');
+    PERFORM pg_temp.is(metacloud_schema_version(), 8, 'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
                           FROM metacloud_schema_migrations),
-                       ARRAY[1, 2, 3], 'recorded versions');
+                       ARRAY[1, 2, 3, 8], 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
                                    data_type::text, is_nullable::text

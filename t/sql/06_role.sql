@@ -1,5 +1,6 @@
--- Least privilege: metacloud_module may execute metacloud_ingest() and
--- metacloud_schema_version(), and nothing else.
+-- Least privilege: metacloud_module may execute metacloud_ingest(),
+-- metacloud_schema_version() and the metrics' metacloud_backlog() and
+-- metacloud_organizations(), and nothing else.
 BEGIN;
 \ir helpers.psql
 
@@ -32,7 +33,9 @@ BEGIN
     LOOP
         PERFORM pg_temp.is(has_function_privilege('metacloud_module', r.f, 'EXECUTE'),
                            r.f::text IN ('metacloud_ingest(bytea,jsonb,jsonb)',
-                                         'metacloud_schema_version()'),
+                                         'metacloud_schema_version()',
+                                         'metacloud_backlog()',
+                                         'metacloud_organizations(jsonb)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
