@@ -4,23 +4,29 @@
 # "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
 # what the benchmark measures is the insert path, not the duplicate one.
 #
-#   gen-bodies.pl text|statuses COUNT SECRET > FILE
+#   gen-bodies.pl text|statuses COUNT SECRET [TAG] > FILE
+#
+# TAG (letters) goes into every wamid: two files with different tags hold
+# different messages (the metrics on/off runs of scripts/bench).
 
 use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256_hex);
 
-my ($kind, $count, $secret) = @ARGV;
-die "usage: $0 text|statuses COUNT SECRET\n"
-    unless defined $secret && $kind =~ /^(text|statuses)$/;
+my ($kind, $count, $secret, $tag) = @ARGV;
+$tag //= '';
+die "usage: $0 text|statuses COUNT SECRET [TAG]\n"
+    unless defined $secret && $kind =~ /^(text|statuses)$/
+           && $tag =~ /^[A-Za-z]*$/;
 
 my $pnid = '106540352242922';
 my $ts = 1749416383;
 
 sub wamid {
     my ($n) = @_;
-    return sprintf('wamid.BENCH%s%012d', $kind eq 'text' ? 'T' : 'S', $n);
+    return sprintf('wamid.BENCH%s%s%012d', $kind eq 'text' ? 'T' : 'S', $tag,
+                   $n);
 }
 
 sub envelope {
