@@ -11,6 +11,8 @@
 #                     the `make run` cluster's database metacloud)
 #   make psql         psql into the `make run` database
 #   make bench        scripts/bench (wrk)
+#   make bench-compare  the module of BASE (a git revision, 529180b) and of
+#                     this tree side by side, interleaved (scripts/bench-compare)
 #   make clean        remove build/;  make distclean: also .run/ (clusters)
 #
 # The core's own targets (normalize, unit, golden) come from mk/core.mk.
@@ -24,8 +26,10 @@ PROJECT_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
 RUN_DIR := $(PROJECT_ROOT)/.run
 
 export T VALGRIND VALGRIND_T PROVE_FLAGS MC_KEEP UNIT TEST_PG_PORT RUN_PG_PORT KEEP_PG
+export BASE BENCH_PG_PORT
 
-.PHONY: deps build build-debug run migrate psql test bench clean distclean
+.PHONY: deps build build-debug run migrate psql test bench bench-compare \
+        clean distclean
 
 deps:
 	@$(PROJECT_ROOT)/scripts/deps
@@ -51,9 +55,6 @@ test:
 # database.  Otherwise the `make run` cluster, started for the occasion.
 migrate:
 	@set -e; cd $(PROJECT_ROOT); \
-	if [ ! -x sql/migrate ]; then \
-	    echo "migrate: sql/migrate is not there yet"; exit 0; \
-	fi; \
 	if [ -n "$${PGDATABASE:-}" ]; then \
 	    exec sql/migrate; \
 	fi; \
@@ -78,11 +79,12 @@ psql:
 bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
-	@if [ -x $(PROJECT_ROOT)/scripts/bench ]; then \
-	    $(PROJECT_ROOT)/scripts/bench; \
-	else \
-	    echo "bench: scripts/bench is not there yet (issue 2, section 6)"; \
-	fi
+	@$(PROJECT_ROOT)/scripts/bench
+
+bench-compare:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@$(PROJECT_ROOT)/scripts/bench-compare
 
 # double-colon: mk/core.mk may add its own `clean::` recipe
 clean::
@@ -94,5 +96,5 @@ distclean:: clean
 	done
 	rm -rf $(RUN_DIR)
 
-# the core's targets: normalize, unit, golden (optional until it lands)
--include $(PROJECT_ROOT)/mk/core.mk
+# the core's targets: normalize, unit, golden
+include $(PROJECT_ROOT)/mk/core.mk

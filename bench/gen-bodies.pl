@@ -4,29 +4,27 @@
 # "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
 # what the benchmark measures is the insert path, not the duplicate one.
 #
-#   gen-bodies.pl text|statuses COUNT SECRET [TAG] > FILE
+#   gen-bodies.pl text|statuses COUNT SECRET [FIRST] > FILE
 #
-# TAG (letters) goes into every wamid: two files with different tags hold
-# different messages (the metrics on/off runs of scripts/bench).
+# FIRST (1) is the number of the first body: runs that share a database
+# take disjoint ranges (scripts/bench-compare, one range per round).
 
 use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256_hex);
 
-my ($kind, $count, $secret, $tag) = @ARGV;
-$tag //= '';
-die "usage: $0 text|statuses COUNT SECRET [TAG]\n"
-    unless defined $secret && $kind =~ /^(text|statuses)$/
-           && $tag =~ /^[A-Za-z]*$/;
+my ($kind, $count, $secret, $first) = @ARGV;
+die "usage: $0 text|statuses COUNT SECRET [FIRST]\n"
+    unless defined $secret && $kind =~ /^(text|statuses)$/;
+$first //= 1;
 
 my $pnid = '106540352242922';
 my $ts = 1749416383;
 
 sub wamid {
     my ($n) = @_;
-    return sprintf('wamid.BENCH%s%s%012d', $kind eq 'text' ? 'T' : 'S', $tag,
-                   $n);
+    return sprintf('wamid.BENCH%s%012d', $kind eq 'text' ? 'T' : 'S', $n);
 }
 
 sub envelope {
@@ -40,7 +38,7 @@ sub envelope {
 
 $| = 0;
 
-for my $i (1 .. $count) {
+for my $i ($first .. $first + $count - 1) {
     my $body;
 
     if ($kind eq 'text') {

@@ -2,7 +2,7 @@
 --
 -- The module's tables: the four Prisma models of PRD.md (mapped table names,
 -- quoted camelCase columns, Prisma enum types, text ids) plus the
--- amendments of DESIGN.md section 4, and the raw-request table.
+-- amendments of docs/DESIGN.md section 4, and the raw-request table.
 --
 -- Written as "PRD model first, then amendments": each table is created in
 -- the PRD's shape when missing, then altered to the module's shape.  So the
@@ -140,7 +140,7 @@ UPDATE meta_cloud_webhook_events SET "scope" = "phoneNumberId"
  WHERE "scope" IS NULL;
 ALTER TABLE meta_cloud_webhook_events ALTER COLUMN "scope" SET NOT NULL;
 
--- The key: unique per scope, never globally (DESIGN.md 3).  The PRD's global
+-- The key: unique per scope, never globally (docs/DESIGN.md 3).  The PRD's global
 -- unique on webhookId would swallow a message seen by two of our numbers.
 DROP INDEX IF EXISTS "meta_cloud_webhook_events_webhookId_key";
 DROP INDEX IF EXISTS "meta_cloud_webhook_events_phoneNumberId_webhookId_key";
@@ -204,7 +204,7 @@ ALTER TABLE meta_cloud_media
     ADD COLUMN IF NOT EXISTS "phoneNumberId" text,
     ADD COLUMN IF NOT EXISTS "voice" boolean,        -- audio only
     ADD COLUMN IF NOT EXISTS "animated" boolean,     -- sticker only
-    -- the media queue (DESIGN.md 6): next try after a failure, and the
+    -- the media queue (docs/DESIGN.md 6): next try after a failure, and the
     -- lease of the worker that claimed the row (FOR UPDATE SKIP LOCKED)
     ADD COLUMN IF NOT EXISTS "nextAttemptAt" timestamptz(3),
     ADD COLUMN IF NOT EXISTS "leaseUntil" timestamptz(3);

@@ -20,7 +20,7 @@
 
 #include <jansson.h>
 
-#include "ngx_metacloud.h"
+#include "ngx_http_metacloud.h"
 #include "ngx_http_metacloud_metrics.h"
 #include "ngx_http_metacloud_status_html.h"
 

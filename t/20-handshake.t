@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# t/20-handshake.t: the GET verification handshake (DESIGN.md section 1):
+# t/20-handshake.t: the GET verification handshake (docs/DESIGN.md section 1):
 # 200 text/plain with hub.challenge byte for byte when hub.mode=subscribe
 # and hub.verify_token matches; 403 otherwise; 405 for other methods.
 #

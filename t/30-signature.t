@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# t/30-signature.t: X-Hub-Signature-256 over the raw body (DESIGN.md
+# t/30-signature.t: X-Hub-Signature-256 over the raw body (docs/DESIGN.md
 # section 1): 401 and nothing stored for a missing, malformed or wrong
 # signature; any configured secret passes (rotation); a secret file; a
 # body that nginx wrote to a temporary file; 413 over the body limit.

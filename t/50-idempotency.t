@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # t/50-idempotency.t: every delivery kept, every event stored once
-# (DESIGN.md sections 1 and 3, docs/SQL.md "Keys"):
+# (docs/DESIGN.md sections 1 and 3, docs/SQL.md "Keys"):
 #
 #   1. the same body posted twice: two raw requests (each byte-exact, the
 #      stored bytea equals what was sent), one event, one message; the

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# t/60-batch.t: big and odd bodies (DESIGN.md sections 1 and 3,
+# t/60-batch.t: big and odd bodies (docs/DESIGN.md sections 1 and 3,
 # docs/EVENTS.md "Parsing rules"):
 #
 #   1. 1,000 text messages (distinct wamids) in one change: 200, 1,000

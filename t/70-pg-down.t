@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# t/70-pg-down.t: PostgreSQL unreachable or too slow (DESIGN.md sections 1
+# t/70-pg-down.t: PostgreSQL unreachable or too slow (docs/DESIGN.md sections 1
 # and 5: "503, nothing is lost: Meta retries"; a 200 only after the commit):
 #
 #   1. the cluster stopped before nginx ever connected: a signed POST gets

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # t/75-schema.t: the module refuses to serve a database whose schema it
-# cannot use (DESIGN.md section 1: "the database schema is older than the
+# cannot use (docs/DESIGN.md section 1: "the database schema is older than the
 # module: 503, and a clear error-log line, nothing kept: Meta retries"):
 #
 #   1. a migrated database whose recorded schema version is below the

@@ -8,11 +8,11 @@
  */
 
 
-#include "ngx_metacloud.h"
+#include "ngx_http_metacloud.h"
 
 
 ngx_int_t
-ngx_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_metacloud_read_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     off_t         len;
     u_char       *p;

@@ -1,0 +1,1437 @@
+
+/*
+ * Copyright (C) ngx_http_metacloud_module authors
+ *
+ * A per-worker pool of non-blocking libpq connections driven by the nginx
+ * event loop.  Connections are opened lazily; each one checks the schema
+ * version and prepares every registered statement once, then runs one
+ * query at a time.  Queries that find every connection busy wait in a
+ * bounded queue.  Nothing here ever blocks: PQconnectPoll, PQflush and
+ * PQconsumeInput are only called when the socket is ready, and every
+ * completion reaches its caller as a posted event.
+ */
+
+
+#include "ngx_http_metacloud.h"
+
+
+#define NGX_HTTP_METACLOUD_PG_BACKOFF_MIN   100
+#define NGX_HTTP_METACLOUD_PG_BACKOFF_MAX   5000
+
+
+typedef enum {
+    NGX_HTTP_METACLOUD_PG_CLOSED = 0,
+    NGX_HTTP_METACLOUD_PG_CONNECTING,
+    NGX_HTTP_METACLOUD_PG_INIT,         /* version check and PREPAREs */
+    NGX_HTTP_METACLOUD_PG_IDLE,
+    NGX_HTTP_METACLOUD_PG_BUSY
+} ngx_http_metacloud_pg_state_e;
+
+
+struct ngx_http_metacloud_pg_conn_s {
+    ngx_queue_t                       queue;    /* in pg->idle */
+    ngx_http_metacloud_pg_t          *pg;
+    PGconn                           *pgconn;
+    ngx_connection_t                 *c;
+    ngx_file_uniq_t                   sock;     /* the wrapped socket inode */
+    ngx_http_metacloud_pg_query_t    *query;
+    PGresult                         *result;   /* the last one, kept */
+    ngx_http_metacloud_pg_state_e     state;
+    ngx_int_t                         version;
+    unsigned                          failed:1;
+};
+
+
+struct ngx_http_metacloud_pg_s {
+    ngx_http_metacloud_pg_conf_t     *conf;
+    ngx_http_metacloud_pg_conn_t     *conns;
+    u_char                           *init_sql;
+
+    ngx_queue_t                       idle;
+    ngx_queue_t                       waiting;
+    ngx_uint_t                        nwaiting;
+
+    ngx_event_t                       retry;    /* back-off after failure */
+    ngx_msec_t                        backoff;
+    ngx_uint_t                        nopen;    /* connecting or better */
+
+    unsigned                          down:1;   /* last attempt failed */
+};
+
+
+static u_char *ngx_http_metacloud_pg_init_sql(ngx_cycle_t *cycle,
+    ngx_http_metacloud_pg_conf_t *pgcf);
+static void ngx_http_metacloud_pg_connect(ngx_http_metacloud_pg_conn_t *pc);
+static ngx_int_t ngx_http_metacloud_pg_wrap_socket(
+    ngx_http_metacloud_pg_conn_t *pc);
+static ngx_int_t ngx_http_metacloud_pg_wait(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_uint_t write);
+static void ngx_http_metacloud_pg_forget_socket(ngx_connection_t *c);
+static void ngx_http_metacloud_pg_event_handler(ngx_event_t *ev);
+static void ngx_http_metacloud_pg_connect_poll(
+    ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_init_send(ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_http_metacloud_pg_query_t *q);
+static void ngx_http_metacloud_pg_flush(ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_init_done(ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_query_done(
+    ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_set_idle(ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_set_log(ngx_connection_t *c,
+    ngx_log_t *log);
+static void ngx_http_metacloud_pg_dispatch(ngx_http_metacloud_pg_t *pg);
+static ngx_http_metacloud_pg_conn_t *ngx_http_metacloud_pg_idle_get(
+    ngx_http_metacloud_pg_t *pg);
+static ngx_uint_t ngx_http_metacloud_pg_alive(
+    ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_uint_t failed);
+static void ngx_http_metacloud_pg_retry(ngx_event_t *ev);
+static void ngx_http_metacloud_pg_fail_waiting(ngx_http_metacloud_pg_t *pg);
+static void ngx_http_metacloud_pg_wait_timeout(ngx_event_t *ev);
+static void ngx_http_metacloud_pg_complete(ngx_http_metacloud_pg_query_t *q,
+    ngx_http_metacloud_pg_rc_e rc, PGresult *res);
+static void ngx_http_metacloud_pg_completed(ngx_event_t *ev);
+static void ngx_http_metacloud_pg_notice(void *arg, const PGresult *res);
+static u_char *ngx_http_metacloud_pg_flatten(const char *msg, u_char *buf,
+    size_t len);
+static u_char *ngx_http_metacloud_pg_errmsg(PGconn *pgconn, u_char *buf,
+    size_t len);
+
+
+ngx_http_metacloud_pg_stmt_t *
+ngx_http_metacloud_pg_add_stmt(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *sql, ngx_uint_t nparams)
+{
+    ngx_uint_t                       i;
+    ngx_http_metacloud_pg_stmt_t    *stmt, **stmtp;
+    ngx_http_metacloud_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_metacloud_module);
+
+    /* it goes into a PREPARE command as is: an identifier, nothing more */
+
+    for (i = 0; i < name->len; i++) {
+        if (!(name->data[i] == '_' || (name->data[i] >= 'a'
+                                       && name->data[i] <= 'z')
+              || (i > 0 && name->data[i] >= '0' && name->data[i] <= '9')))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "metacloud: invalid statement name \"%V\"",
+                               name);
+            return NULL;
+        }
+    }
+
+    stmtp = mcf->pg.stmts.elts;
+
+    for (i = 0; i < mcf->pg.stmts.nelts; i++) {
+        if (stmtp[i]->name.len == name->len
+            && ngx_strncmp(stmtp[i]->name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "metacloud: statement \"%V\" is registered "
+                               "twice", name);
+            return NULL;
+        }
+    }
+
+    stmt = ngx_pcalloc(cf->pool, sizeof(ngx_http_metacloud_pg_stmt_t));
+    if (stmt == NULL) {
+        return NULL;
+    }
+
+    stmt->name.len = name->len;
+    stmt->name.data = ngx_pnalloc(cf->pool, name->len + 1);
+    if (stmt->name.data == NULL) {
+        return NULL;
+    }
+
+    ngx_cpystrn(stmt->name.data, name->data, name->len + 1);
+
+    stmt->sql = *sql;
+    stmt->nparams = nparams;
+
+    stmtp = ngx_array_push(&mcf->pg.stmts);
+    if (stmtp == NULL) {
+        return NULL;
+    }
+
+    *stmtp = stmt;
+
+    return stmt;
+}
+
+
+ngx_http_metacloud_pg_t *
+ngx_http_metacloud_pg_get(void)
+{
+    ngx_http_metacloud_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_metacloud_module);
+
+    return mcf ? mcf->pg.pg : NULL;
+}
+
+
+void
+ngx_http_metacloud_pg_stats(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_stats_t *st)
+{
+    ngx_uint_t  i;
+
+    ngx_memzero(st, sizeof(ngx_http_metacloud_pg_stats_t));
+
+    st->size = pg->conf->size;
+    st->waiting = pg->nwaiting;
+    st->queue_size = pg->conf->queue_size;
+    st->down = pg->down;
+
+    for (i = 0; i < pg->conf->size; i++) {
+
+        switch (pg->conns[i].state) {
+
+        case NGX_HTTP_METACLOUD_PG_CONNECTING:
+        case NGX_HTTP_METACLOUD_PG_INIT:
+            st->connecting++;
+            break;
+
+        case NGX_HTTP_METACLOUD_PG_IDLE:
+            st->idle++;
+            break;
+
+        case NGX_HTTP_METACLOUD_PG_BUSY:
+            st->busy++;
+            break;
+
+        default:
+            break;
+        }
+    }
+}
+
+
+ngx_int_t
+ngx_http_metacloud_pg_check_conninfo(ngx_conf_t *cf, ngx_str_t *conninfo)
+{
+    char               *err;
+    u_char             *p, *last, *start;
+    ngx_int_t           rc;
+    ngx_uint_t          hostaddr;
+    ngx_addr_t          addr;
+    PQconninfoOption   *opts, *o;
+
+    err = NULL;
+    opts = PQconninfoParse((char *) conninfo->data, &err);
+
+    if (opts == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"metacloud_db\" conninfo: %s",
+                           err ? err : "out of memory");
+        if (err) {
+            PQfreemem(err);
+        }
+        return NGX_ERROR;
+    }
+
+    hostaddr = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (ngx_strcmp(o->keyword, "hostaddr") == 0
+            && o->val && o->val[0])
+        {
+            hostaddr = 1;
+        }
+    }
+
+    rc = NGX_OK;
+
+    for (o = opts; o->keyword; o++) {
+
+        if (ngx_strcmp(o->keyword, "host") != 0 || o->val == NULL
+            || hostaddr)
+        {
+            continue;
+        }
+
+        /*
+         * libpq resolves a host name with a blocking getaddrinfo() inside
+         * PQconnectPoll(): only Unix socket paths and numeric addresses
+         * keep the worker from stalling on DNS
+         */
+
+        p = (u_char *) o->val;
+        last = p + ngx_strlen(p);
+
+        while (p < last) {
+            start = p;
+
+            while (p < last && *p != ',') {
+                p++;
+            }
+
+            if (p > start && *start != '/' && *start != '@') {
+                if (ngx_parse_addr(cf->pool, &addr, start, p - start)
+                    != NGX_OK)
+                {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"metacloud_db\" host \"%*s\" is a name: "
+                                   "use a Unix socket path, a numeric "
+                                   "address, or \"hostaddr\"",
+                                   p - start, start);
+                    rc = NGX_ERROR;
+                    break;
+                }
+            }
+
+            if (p < last) {
+                p++;
+            }
+        }
+    }
+
+    PQconninfoFree(opts);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_metacloud_pg_init_worker(ngx_cycle_t *cycle,
+    ngx_http_metacloud_pg_conf_t *pgcf)
+{
+    ngx_uint_t                i;
+    ngx_http_metacloud_pg_t  *pg;
+
+    if (pgcf->conninfo.data == NULL || pgcf->stmts.nelts == 0) {
+        return NGX_OK;
+    }
+
+    pg = ngx_pcalloc(cycle->pool, sizeof(ngx_http_metacloud_pg_t));
+    if (pg == NULL) {
+        return NGX_ERROR;
+    }
+
+    pg->conns = ngx_pcalloc(cycle->pool,
+                        pgcf->size * sizeof(ngx_http_metacloud_pg_conn_t));
+    if (pg->conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    pg->init_sql = ngx_http_metacloud_pg_init_sql(cycle, pgcf);
+    if (pg->init_sql == NULL) {
+        return NGX_ERROR;
+    }
+
+    pg->conf = pgcf;
+    pg->backoff = NGX_HTTP_METACLOUD_PG_BACKOFF_MIN;
+
+    for (i = 0; i < pgcf->size; i++) {
+        pg->conns[i].pg = pg;
+    }
+
+    ngx_queue_init(&pg->idle);
+    ngx_queue_init(&pg->waiting);
+
+    pg->retry.handler = ngx_http_metacloud_pg_retry;
+    pg->retry.data = pg;
+    pg->retry.log = cycle->log;
+    pg->retry.cancelable = 1;
+
+    pgcf->pg = pg;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_metacloud_pg_exit_worker(ngx_http_metacloud_pg_conf_t *pgcf)
+{
+    ngx_uint_t                i;
+    ngx_http_metacloud_pg_t  *pg;
+
+    pg = pgcf->pg;
+
+    if (pg == NULL) {
+        return;
+    }
+
+    if (pg->retry.timer_set) {
+        ngx_del_timer(&pg->retry);
+    }
+
+    ngx_http_metacloud_pg_fail_waiting(pg);
+
+    for (i = 0; i < pgcf->size; i++) {
+        if (pg->conns[i].state != NGX_HTTP_METACLOUD_PG_CLOSED) {
+            ngx_http_metacloud_pg_close(&pg->conns[i], 0);
+        }
+    }
+
+    pgcf->pg = NULL;
+}
+
+
+/*
+ * One round trip per new connection: statement_timeout makes the server
+ * end a query that the worker gave up on, the schema version is checked,
+ * and every registered statement is prepared.
+ */
+
+static u_char *
+ngx_http_metacloud_pg_init_sql(ngx_cycle_t *cycle,
+    ngx_http_metacloud_pg_conf_t *pgcf)
+{
+    u_char                         *sql, *p;
+    size_t                          len;
+    ngx_uint_t                      i;
+    ngx_http_metacloud_pg_stmt_t  **stmt;
+
+    stmt = pgcf->stmts.elts;
+
+    len = sizeof("SET statement_timeout = ;") - 1 + NGX_INT_T_LEN
+          + sizeof("SELECT metacloud_schema_version();") - 1 + 1;
+
+    for (i = 0; i < pgcf->stmts.nelts; i++) {
+        len += sizeof("PREPARE  AS ;") - 1
+               + stmt[i]->name.len + stmt[i]->sql.len;
+    }
+
+    sql = ngx_pnalloc(cycle->pool, len);
+    if (sql == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(sql, "SET statement_timeout = %M;"
+                    "SELECT metacloud_schema_version();", pgcf->timeout);
+
+    for (i = 0; i < pgcf->stmts.nelts; i++) {
+        p = ngx_sprintf(p, "PREPARE %V AS %V;",
+                        &stmt[i]->name, &stmt[i]->sql);
+    }
+
+    *p = '\0';
+
+    return sql;
+}
+
+
+/*
+ * Takes a query: sends it on an idle connection, or queues it.  Whatever
+ * happens, even a failure to send or to connect right here, the handler
+ * runs later from a posted event, so no caller is ever re-entered.
+ */
+
+ngx_int_t
+ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q)
+{
+    ngx_uint_t                     i;
+    ngx_http_metacloud_pg_conn_t  *pc;
+
+    q->pg = pg;
+    q->conn = NULL;
+    q->result = NULL;
+    q->rc = NGX_HTTP_METACLOUD_PG_UNAVAILABLE;
+    q->start = ngx_current_msec;
+
+    pc = ngx_http_metacloud_pg_idle_get(pg);
+
+    if (pc) {
+        ngx_http_metacloud_pg_send(pc, q);
+        return NGX_OK;
+    }
+
+    if (pg->down && pg->nopen == 0) {
+        /* the last attempt failed and back-off runs: the caller retries */
+        q->pg = NULL;
+        return NGX_DECLINED;
+    }
+
+    if (pg->nwaiting >= pg->conf->queue_size) {
+        ngx_log_error(NGX_LOG_WARN, q->log, 0,
+                      "metacloud: %ui queries wait for a database "
+                      "connection, metacloud_db_queue is full",
+                      pg->nwaiting);
+        q->pg = NULL;
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_insert_tail(&pg->waiting, &q->queue);
+    pg->nwaiting++;
+    q->waiting = 1;
+
+    q->timer.handler = ngx_http_metacloud_pg_wait_timeout;
+    q->timer.data = q;
+    q->timer.log = q->log;
+    ngx_add_timer(&q->timer, pg->conf->timeout);
+
+    /* open one more connection when every open one is busy */
+
+    if (!pg->retry.timer_set) {
+        for (i = 0; i < pg->conf->size; i++) {
+            if (pg->conns[i].state == NGX_HTTP_METACLOUD_PG_CLOSED) {
+                ngx_http_metacloud_pg_connect(&pg->conns[i]);
+                break;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_metacloud_pg_cancel(ngx_http_metacloud_pg_query_t *q)
+{
+    ngx_http_metacloud_pg_conn_t  *pc;
+
+    if (q->pg == NULL) {
+        return;
+    }
+
+    if (q->waiting) {
+        ngx_queue_remove(&q->queue);
+        q->pg->nwaiting--;
+        q->waiting = 0;
+    }
+
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
+    }
+
+    if (q->event.posted) {
+        ngx_delete_posted_event(&q->event);
+    }
+
+    if (q->result) {
+        PQclear(q->result);
+        q->result = NULL;
+    }
+
+    pc = q->conn;
+
+    if (pc) {
+        /* the answer still comes and is dropped; the log goes away now */
+        pc->query = NULL;
+        ngx_http_metacloud_pg_set_log(pc->c, ngx_cycle->log);
+        q->conn = NULL;
+    }
+
+    q->pg = NULL;
+}
+
+
+static void
+ngx_http_metacloud_pg_connect(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char                   msg[NGX_MAX_ERROR_STR];
+    ngx_http_metacloud_pg_t  *pg;
+
+    pg = pc->pg;
+
+    pc->pgconn = PQconnectStart((char *) pg->conf->conninfo.data);
+
+    if (pc->pgconn == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "metacloud: PQconnectStart() failed: out of memory");
+        goto failed;
+    }
+
+    pc->state = NGX_HTTP_METACLOUD_PG_CONNECTING;
+    pg->nopen++;
+
+    if (PQstatus(pc->pgconn) == CONNECTION_BAD) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "metacloud: could not connect to PostgreSQL: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        goto failed;
+    }
+
+    PQsetNoticeReceiver(pc->pgconn, ngx_http_metacloud_pg_notice, pc);
+
+    if (PQsetnonblocking(pc->pgconn, 1) == -1) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "metacloud: PQsetnonblocking() failed");
+        goto failed;
+    }
+
+    /* the first PQconnectPoll() waits for the socket to be writable */
+
+    if (ngx_http_metacloud_pg_wrap_socket(pc) != NGX_OK
+        || ngx_http_metacloud_pg_wait(pc, 1) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    ngx_add_timer(pc->c->read, pg->conf->timeout);
+
+    return;
+
+failed:
+
+    ngx_http_metacloud_pg_close(pc, 1);
+}
+
+
+/*
+ * libpq owns the socket; nginx gets an ngx_connection_t around it only to
+ * receive its events.  During PQconnectPoll() libpq may switch to another
+ * socket (several hosts or addresses), so the wrapper is renewed then.
+ * The new socket usually gets the number the old one had, which the kernel
+ * dropped from epoll when libpq closed it: the inode tells them apart.
+ */
+
+static ngx_int_t
+ngx_http_metacloud_pg_wrap_socket(ngx_http_metacloud_pg_conn_t *pc)
+{
+    int                fd;
+    ngx_uint_t         timer;
+    ngx_file_info_t    fi;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->pgconn);
+
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "metacloud: PostgreSQL connection has no socket");
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                      "metacloud: " ngx_fd_info_n " on a PostgreSQL socket "
+                      "failed");
+        return NGX_ERROR;
+    }
+
+    timer = 0;
+
+    if (pc->c) {
+        if (pc->c->fd == fd && pc->sock == ngx_file_uniq(&fi)) {
+            return NGX_OK;
+        }
+
+        timer = pc->c->read->timer_set;
+
+        /* the old socket is libpq's to close: only forget it here */
+        if (pc->c->read->timer_set) {
+            ngx_del_timer(pc->c->read);
+        }
+
+        ngx_http_metacloud_pg_forget_socket(pc->c);
+        pc->c = NULL;
+    }
+
+    c = ngx_get_connection(fd, ngx_cycle->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    ngx_http_metacloud_pg_set_log(c, ngx_cycle->log);
+
+    pc->sock = ngx_file_uniq(&fi);
+
+    c->read->handler = ngx_http_metacloud_pg_event_handler;
+    c->write->handler = ngx_http_metacloud_pg_event_handler;
+    pc->c = c;
+
+    if (timer) {
+        ngx_add_timer(c->read, pc->pg->conf->timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * libpq has just said what it waits for: input always (an answer, or the
+ * end of an idle connection), output only while it connects or flushes.
+ * libpq did the reading and writing, so it is libpq's "would block" that
+ * clears the ready flags here, as ngx_unix_recv() does on EAGAIN; the
+ * ngx_handle_*_event() calls then register the socket the way the event
+ * method wants: once, edge-triggered, with epoll and kqueue; with a
+ * level-triggered method (poll, select) the write event is added only
+ * while it is wanted, so an idle connection does not spin.  Verified on
+ * epoll only, the one method Debian's nginx is built with: the suites
+ * (make test, also under valgrind) drive connect, query, flush, idle and
+ * close, PostgreSQL stopped and restarted under an idle connection, its
+ * FATAL and EOF in one event (t/70-pg-down.t), libpq moving to a second
+ * host (t/72-pg-caller.t) and reloads under traffic (t/80-reload.t).
+ */
+
+static ngx_int_t
+ngx_http_metacloud_pg_wait(ngx_http_metacloud_pg_conn_t *pc, ngx_uint_t write)
+{
+    ngx_event_t  *rev, *wev;
+
+    rev = pc->c->read;
+    wev = pc->c->write;
+
+    rev->ready = 0;
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (write) {
+        wev->ready = 0;
+    }
+
+    if ((write || wev->active)
+        && ngx_handle_write_event(wev, 0) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the descriptor belongs to libpq (PQfinish() closes it): only unwrap it */
+
+static void
+ngx_http_metacloud_pg_forget_socket(ngx_connection_t *c)
+{
+    if (ngx_del_conn) {
+        ngx_del_conn(c, NGX_CLOSE_EVENT);
+
+    } else {
+        if (c->read->active) {
+            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->read->closed = 1;
+    c->write->closed = 1;
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+}
+
+
+static void
+ngx_http_metacloud_pg_event_handler(ngx_event_t *ev)
+{
+    ngx_connection_t              *c;
+    ngx_http_metacloud_pg_conn_t  *pc;
+
+    c = ev->data;
+    pc = c->data;
+
+    if (c->close) {
+        /* the worker is shutting down and this connection is idle */
+        ngx_http_metacloud_pg_close(pc, 0);
+        return;
+    }
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+                      "metacloud: PostgreSQL %s timed out (%M ms)",
+                      pc->state == NGX_HTTP_METACLOUD_PG_CONNECTING
+                      ? "connect" : "query", pc->pg->conf->timeout);
+
+        /*
+         * libpq 15 has no non-blocking cancel: close the connection, the
+         * server's statement_timeout ends the query; a commit that still
+         * lands is harmless, Meta's retry is then a duplicate
+         */
+
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    switch (pc->state) {
+
+    case NGX_HTTP_METACLOUD_PG_CONNECTING:
+        ngx_http_metacloud_pg_connect_poll(pc);
+        return;
+
+    case NGX_HTTP_METACLOUD_PG_INIT:
+    case NGX_HTTP_METACLOUD_PG_BUSY:
+        if (ev->write) {
+            ngx_http_metacloud_pg_flush(pc);
+
+        } else {
+            ngx_http_metacloud_pg_read(pc);
+        }
+
+        return;
+
+    case NGX_HTTP_METACLOUD_PG_IDLE:
+        /* a server that goes away shows up as input on an idle socket */
+
+        if (ev->write) {
+            (void) ngx_http_metacloud_pg_wait(pc, 0);
+            return;
+        }
+
+        if (!ngx_http_metacloud_pg_alive(pc)) {
+            ngx_http_metacloud_pg_close(pc, 0);
+            return;
+        }
+
+        if (ngx_http_metacloud_pg_wait(pc, 0) != NGX_OK) {
+            ngx_http_metacloud_pg_close(pc, 1);
+        }
+
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_connect_poll(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char                     msg[NGX_MAX_ERROR_STR];
+    PostgresPollingStatusType  rc;
+
+    rc = PQconnectPoll(pc->pgconn);
+
+    if (rc == PGRES_POLLING_FAILED) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: could not connect to PostgreSQL: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    if (ngx_http_metacloud_pg_wrap_socket(pc) != NGX_OK) {
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    if (rc == PGRES_POLLING_OK) {
+        ngx_http_metacloud_pg_init_send(pc);
+        return;
+    }
+
+    /* READING or WRITING: libpq says which event it waits for */
+
+    if (ngx_http_metacloud_pg_wait(pc, rc == PGRES_POLLING_WRITING)
+        != NGX_OK)
+    {
+        ngx_http_metacloud_pg_close(pc, 1);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_init_send(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char  msg[NGX_MAX_ERROR_STR];
+
+    pc->state = NGX_HTTP_METACLOUD_PG_INIT;
+    pc->version = -1;
+    pc->failed = 0;
+
+    if (!PQsendQuery(pc->pgconn, (char *) pc->pg->init_sql)) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: PQsendQuery() failed: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    ngx_http_metacloud_pg_flush(pc);
+}
+
+
+/*
+ * While a connection serves a query its log is the query's, so that an
+ * error line names the caller (for a request: the client and the request
+ * line), as the upstream keepalive module does with cached connections.
+ */
+
+static void
+ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_http_metacloud_pg_query_t *q)
+{
+    u_char                         msg[NGX_MAX_ERROR_STR];
+    ngx_msec_t                     elapsed, timeout;
+    ngx_http_metacloud_pg_stmt_t  *stmt;
+
+    stmt = q->stmt;
+
+    pc->state = NGX_HTTP_METACLOUD_PG_BUSY;
+    pc->query = q;
+    pc->failed = 0;
+    q->conn = pc;
+
+    pc->c->idle = 0;
+    ngx_http_metacloud_pg_set_log(pc->c, q->log);
+
+    if (!PQsendQueryPrepared(pc->pgconn, (char *) stmt->name.data,
+                             (int) stmt->nparams, q->values, q->lengths,
+                             q->formats, 0))
+    {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "metacloud: PQsendQueryPrepared() failed: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    /* metacloud_db_timeout bounds the whole wait, queue included */
+
+    timeout = pc->pg->conf->timeout;
+    elapsed = ngx_current_msec - q->start;
+
+    ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
+
+    ngx_http_metacloud_pg_flush(pc);
+}
+
+
+static void
+ngx_http_metacloud_pg_flush(ngx_http_metacloud_pg_conn_t *pc)
+{
+    int     rc;
+    u_char  msg[NGX_MAX_ERROR_STR];
+
+    rc = PQflush(pc->pgconn);
+
+    if (rc == -1) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: sending to PostgreSQL failed: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    /* 1: libpq's buffer is not empty yet, wait for the write event */
+
+    if (ngx_http_metacloud_pg_wait(pc, rc == 1) != NGX_OK) {
+        ngx_http_metacloud_pg_close(pc, 1);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char          msg[NGX_MAX_ERROR_STR];
+    char           *v;
+    PGresult       *res;
+    ExecStatusType  st;
+
+    if (!PQconsumeInput(pc->pgconn)) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: reading from PostgreSQL failed: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    while (!PQisBusy(pc->pgconn)) {
+
+        res = PQgetResult(pc->pgconn);
+
+        if (res == NULL) {
+            /* every result of the statement has come */
+
+            if (pc->c->read->timer_set) {
+                ngx_del_timer(pc->c->read);
+            }
+
+            if (pc->state == NGX_HTTP_METACLOUD_PG_INIT) {
+                ngx_http_metacloud_pg_init_done(pc);
+
+            } else {
+                ngx_http_metacloud_pg_query_done(pc);
+            }
+
+            return;
+        }
+
+        st = PQresultStatus(res);
+
+        if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE
+            || st == PGRES_NONFATAL_ERROR)
+        {
+            if (!pc->failed) {
+                ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                              "metacloud: PostgreSQL: %s%s",
+                              ngx_http_metacloud_pg_flatten(
+                                  PQresultErrorMessage(res), msg, sizeof(msg)),
+                              pc->state == NGX_HTTP_METACLOUD_PG_INIT
+                              ? " (is the schema migrated? run sql/migrate)"
+                              : "");
+            }
+
+            pc->failed = 1;
+            PQclear(res);
+            continue;
+        }
+
+        if (pc->state == NGX_HTTP_METACLOUD_PG_INIT) {
+            if (st == PGRES_TUPLES_OK && PQntuples(res) == 1
+                && !PQgetisnull(res, 0, 0))
+            {
+                v = PQgetvalue(res, 0, 0);
+                pc->version = ngx_atoi((u_char *) v, ngx_strlen(v));
+            }
+
+            PQclear(res);
+            continue;
+        }
+
+        /* the last result is the query's */
+
+        if (pc->result) {
+            PQclear(pc->result);
+        }
+
+        pc->result = res;
+    }
+
+    if (ngx_http_metacloud_pg_wait(pc, 0) != NGX_OK) {
+        ngx_http_metacloud_pg_close(pc, 1);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_init_done(ngx_http_metacloud_pg_conn_t *pc)
+{
+    ngx_http_metacloud_pg_t  *pg;
+
+    pg = pc->pg;
+
+    if (pc->version != NGX_ERROR && pc->version < pg->conf->schema_version) {
+        ngx_log_error(NGX_LOG_ALERT, pc->c->log, 0,
+                      "metacloud: the database schema is version %i, this "
+                      "module needs %i: run sql/migrate",
+                      pc->version, pg->conf->schema_version);
+        pc->failed = 1;
+    }
+
+    if (pc->failed) {
+        ngx_http_metacloud_pg_close(pc, 1);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->c->log, 0,
+                   "metacloud: PostgreSQL connection ready, schema %i",
+                   pc->version);
+
+    pg->down = 0;
+    pg->backoff = NGX_HTTP_METACLOUD_PG_BACKOFF_MIN;
+
+    ngx_http_metacloud_pg_set_idle(pc);
+    ngx_http_metacloud_pg_dispatch(pg);
+}
+
+
+static void
+ngx_http_metacloud_pg_query_done(ngx_http_metacloud_pg_conn_t *pc)
+{
+    PGresult                       *res;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    q = pc->query;
+    res = pc->result;
+
+    pc->query = NULL;
+    pc->result = NULL;
+
+    if (q) {
+        if (pc->failed || res == NULL
+            || (PQresultStatus(res) != PGRES_TUPLES_OK
+                && PQresultStatus(res) != PGRES_COMMAND_OK))
+        {
+            ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_ERROR,
+                                           NULL);
+
+        } else {
+            ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_OK, res);
+            res = NULL;
+        }
+    }
+
+    if (res) {
+        PQclear(res);
+    }
+
+    ngx_http_metacloud_pg_set_idle(pc);
+    ngx_http_metacloud_pg_dispatch(pc->pg);
+}
+
+
+static void
+ngx_http_metacloud_pg_set_idle(ngx_http_metacloud_pg_conn_t *pc)
+{
+    pc->state = NGX_HTTP_METACLOUD_PG_IDLE;
+
+    pc->c->idle = 1;
+    ngx_http_metacloud_pg_set_log(pc->c, ngx_cycle->log);
+
+    ngx_queue_insert_tail(&pc->pg->idle, &pc->queue);
+}
+
+
+static void
+ngx_http_metacloud_pg_set_log(ngx_connection_t *c, ngx_log_t *log)
+{
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+}
+
+
+static void
+ngx_http_metacloud_pg_dispatch(ngx_http_metacloud_pg_t *pg)
+{
+    ngx_queue_t                    *qu;
+    ngx_http_metacloud_pg_conn_t   *pc;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    while (!ngx_queue_empty(&pg->waiting)) {
+
+        pc = ngx_http_metacloud_pg_idle_get(pg);
+
+        if (pc == NULL) {
+            return;
+        }
+
+        qu = ngx_queue_head(&pg->waiting);
+        ngx_queue_remove(qu);
+        pg->nwaiting--;
+
+        q = ngx_queue_data(qu, ngx_http_metacloud_pg_query_t, queue);
+        q->waiting = 0;
+
+        if (q->timer.timer_set) {
+            ngx_del_timer(&q->timer);
+        }
+
+        ngx_http_metacloud_pg_send(pc, q);
+    }
+}
+
+
+/*
+ * An idle connection whose server went away (a restart, an idle timeout)
+ * is found here, before a query is written into it: a write to a closed
+ * socket may look successful to libpq, and the answer would then be
+ * awaited until the timeout.
+ */
+
+static ngx_http_metacloud_pg_conn_t *
+ngx_http_metacloud_pg_idle_get(ngx_http_metacloud_pg_t *pg)
+{
+    ngx_queue_t                   *qu;
+    ngx_http_metacloud_pg_conn_t  *pc;
+
+    while (!ngx_queue_empty(&pg->idle)) {
+        qu = ngx_queue_head(&pg->idle);
+        pc = ngx_queue_data(qu, ngx_http_metacloud_pg_conn_t, queue);
+
+        if (ngx_http_metacloud_pg_alive(pc)) {
+            ngx_queue_remove(qu);
+            return pc;
+        }
+
+        ngx_http_metacloud_pg_close(pc, 0);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * reads what an idle connection has: a closed one reports the end here;
+ * the server's FATAL message and the end of the stream may come in one
+ * edge-triggered event, in which PQconsumeInput() reads the message but
+ * not the end, so the event's own flags are looked at too
+ */
+
+static ngx_uint_t
+ngx_http_metacloud_pg_alive(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char  msg[NGX_MAX_ERROR_STR];
+
+    if (!pc->c->read->pending_eof && !pc->c->read->eof
+        && PQconsumeInput(pc->pgconn)
+        && PQstatus(pc->pgconn) != CONNECTION_BAD)
+    {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "metacloud: idle PostgreSQL connection lost: %s",
+                  ngx_http_metacloud_pg_errmsg(pc->pgconn, msg, sizeof(msg)));
+
+    return 0;
+}
+
+
+/*
+ * Closes a connection.  A query on it completes "unavailable" (503: Meta
+ * retries).  After a failure the pool backs off before it connects again,
+ * and when no connection is left, the waiting queries complete at once
+ * rather than at their timeout.
+ */
+
+static void
+ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_uint_t failed)
+{
+    ngx_http_metacloud_pg_t        *pg;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    pg = pc->pg;
+    q = pc->query;
+
+    if (pc->c) {
+        if (pc->c->read->timer_set) {
+            ngx_del_timer(pc->c->read);
+        }
+
+        if (pc->c->write->timer_set) {
+            ngx_del_timer(pc->c->write);
+        }
+
+        ngx_http_metacloud_pg_forget_socket(pc->c);
+        pc->c = NULL;
+    }
+
+    if (pc->state == NGX_HTTP_METACLOUD_PG_IDLE) {
+        ngx_queue_remove(&pc->queue);
+    }
+
+    if (pc->result) {
+        PQclear(pc->result);
+        pc->result = NULL;
+    }
+
+    if (pc->pgconn) {
+        PQfinish(pc->pgconn);
+        pc->pgconn = NULL;
+    }
+
+    if (pc->state != NGX_HTTP_METACLOUD_PG_CLOSED && pg->nopen) {
+        pg->nopen--;
+    }
+
+    pc->state = NGX_HTTP_METACLOUD_PG_CLOSED;
+    pc->query = NULL;
+
+    if (q) {
+        ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_UNAVAILABLE,
+                                       NULL);
+    }
+
+    if (!failed || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    pg->down = 1;
+
+    if (!pg->retry.timer_set) {
+        ngx_add_timer(&pg->retry, pg->backoff);
+        pg->backoff = ngx_min(pg->backoff * 2,
+                              NGX_HTTP_METACLOUD_PG_BACKOFF_MAX);
+    }
+
+    if (pg->nopen == 0) {
+        ngx_http_metacloud_pg_fail_waiting(pg);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_retry(ngx_event_t *ev)
+{
+    ngx_uint_t                i;
+    ngx_http_metacloud_pg_t  *pg;
+
+    pg = ev->data;
+
+    if (ngx_queue_empty(&pg->waiting)) {
+        /* connect lazily: the next query opens a connection */
+        pg->down = 0;
+        return;
+    }
+
+    for (i = 0; i < pg->conf->size; i++) {
+        if (pg->conns[i].state == NGX_HTTP_METACLOUD_PG_CLOSED) {
+            ngx_http_metacloud_pg_connect(&pg->conns[i]);
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_fail_waiting(ngx_http_metacloud_pg_t *pg)
+{
+    ngx_queue_t                    *qu;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    while (!ngx_queue_empty(&pg->waiting)) {
+        qu = ngx_queue_head(&pg->waiting);
+        q = ngx_queue_data(qu, ngx_http_metacloud_pg_query_t, queue);
+
+        ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_UNAVAILABLE,
+                                       NULL);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_wait_timeout(ngx_event_t *ev)
+{
+    ngx_http_metacloud_pg_query_t  *q;
+
+    q = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, q->log, NGX_ETIMEDOUT,
+                  "metacloud: no PostgreSQL connection within %M ms",
+                  q->pg->conf->timeout);
+
+    ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_UNAVAILABLE,
+                                   NULL);
+}
+
+
+/*
+ * The query leaves the pool here; its handler runs from the posted event,
+ * as ngx_thread_pool.c completes its tasks, so a failure found inside
+ * ngx_http_metacloud_pg_run() never calls the caller back from within.
+ */
+
+static void
+ngx_http_metacloud_pg_complete(ngx_http_metacloud_pg_query_t *q,
+    ngx_http_metacloud_pg_rc_e rc, PGresult *res)
+{
+    if (q->waiting) {
+        ngx_queue_remove(&q->queue);
+        q->pg->nwaiting--;
+        q->waiting = 0;
+    }
+
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
+    }
+
+    q->conn = NULL;
+    q->rc = rc;
+    q->result = res;
+
+    q->event.handler = ngx_http_metacloud_pg_completed;
+    q->event.data = q;
+    q->event.log = q->log;
+
+    ngx_post_event(&q->event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_metacloud_pg_completed(ngx_event_t *ev)
+{
+    PGresult                       *res;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    q = ev->data;
+    res = q->result;
+
+    q->pg = NULL;
+
+    /* the handler may free the query: only res is used after it */
+    q->handler(q);
+
+    if (res) {
+        PQclear(res);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_notice(void *arg, const PGresult *res)
+{
+    u_char                         msg[NGX_MAX_ERROR_STR];
+    ngx_http_metacloud_pg_conn_t  *pc = arg;
+
+    ngx_log_error(NGX_LOG_NOTICE, pc->c ? pc->c->log : ngx_cycle->log, 0,
+                  "metacloud: PostgreSQL: %s",
+                  ngx_http_metacloud_pg_flatten(PQresultErrorMessage(res),
+                                                msg, sizeof(msg)));
+}
+
+
+/*
+ * libpq's messages span lines (DETAIL, HINT, CONTEXT, the statement):
+ * one log line each, with the line breaks turned into spaces
+ */
+
+static u_char *
+ngx_http_metacloud_pg_flatten(const char *msg, u_char *buf, size_t len)
+{
+    u_char  *p, *last;
+
+    p = buf;
+    last = buf + len - 1;
+
+    for ( /* void */ ; msg && *msg && p < last; msg++) {
+
+        if (*msg == '\n' || *msg == '\r' || *msg == '\t') {
+            if (p > buf && p[-1] != ' ') {
+                *p++ = ' ';
+            }
+
+            continue;
+        }
+
+        *p++ = *msg;
+    }
+
+    while (p > buf && p[-1] == ' ') {
+        p--;
+    }
+
+    if (p == buf) {
+        p = ngx_cpymem(buf, "server closed the connection",
+                       ngx_min(len - 1, sizeof("server closed the connection")
+                                        - 1));
+    }
+
+    *p = '\0';
+
+    return buf;
+}
+
+
+static u_char *
+ngx_http_metacloud_pg_errmsg(PGconn *pgconn, u_char *buf, size_t len)
+{
+    return ngx_http_metacloud_pg_flatten(pgconn ? PQerrorMessage(pgconn)
+                                                : "out of memory",
+                                         buf, len);
+}
