@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "ngx_http_metacloud.h"
+#include "ngx_http_metacloud_ingest.h"
 #include "ngx_http_metacloud_metrics.h"
 #include "ngx_http_metacloud_status_html.h"
 
@@ -119,9 +120,12 @@ typedef struct {
     size_t                                ntypes[MC_EVENT_NTYPES];
     u_char                               *events;
     size_t                                events_len;
+    ngx_str_t                             wamids;
+    ngx_http_log_handler_pt               log_handler;  /* nginx's */
     ngx_http_metacloud_ingest_report_t    report;
     unsigned                              body:1;
     unsigned                              ingested:1;
+    unsigned                              wamids_done:1;
 } ngx_http_metacloud_metrics_ctx_t;
 
 
@@ -132,20 +136,27 @@ static ngx_uint_t ngx_http_metacloud_metrics_outcome(ngx_http_request_t *r,
 static void ngx_http_metacloud_metrics_count_events(
     ngx_http_metacloud_metrics_sh_t *sh,
     ngx_http_metacloud_metrics_ctx_t *ctx);
-static ngx_int_t ngx_http_metacloud_wamids_variable(ngx_http_request_t *r,
+static ngx_str_t *ngx_http_metacloud_metrics_wamids(ngx_http_request_t *r,
+    ngx_http_metacloud_metrics_ctx_t *ctx);
+static ngx_int_t ngx_http_metacloud_metrics_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static u_char *ngx_http_metacloud_metrics_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
 static ngx_int_t ngx_http_metacloud_status_handler(ngx_http_request_t *r);
 static void ngx_http_metacloud_metrics_tick(ngx_event_t *ev);
 static void ngx_http_metacloud_metrics_pool_stats(
     ngx_http_metacloud_metrics_slot_t *slot);
 static ngx_int_t ngx_http_metacloud_metrics_backlog_init(ngx_conf_t *cf);
 static void ngx_http_metacloud_metrics_backlog(void);
+static void ngx_http_metacloud_metrics_backlog_done(
+    ngx_http_metacloud_pg_query_t *q);
 static ngx_uint_t ngx_http_metacloud_metrics_counted(ngx_http_request_t *r);
 static ngx_int_t ngx_http_metacloud_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static char *ngx_http_metacloud_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_metacloud_metrics_add_variables(ngx_conf_t *cf);
+static void ngx_http_metacloud_organization_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_metacloud_metrics_init(ngx_conf_t *cf);
 static void *ngx_http_metacloud_metrics_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_metacloud_metrics_init_main_conf(ngx_conf_t *cf,
@@ -211,7 +222,11 @@ ngx_module_t  ngx_http_metacloud_metrics_module = {
 static ngx_http_variable_t  ngx_http_metacloud_metrics_vars[] = {
 
     { ngx_string("metacloud_wamids"), NULL,
-      ngx_http_metacloud_wamids_variable, 0,
+      ngx_http_metacloud_metrics_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("metacloud_organization"), NULL,
+      ngx_http_metacloud_metrics_variable, 1,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -258,6 +273,13 @@ ngx_http_metacloud_metrics_body(ngx_http_request_t *r, mc_normalized_t *norm)
     /* the request flow frees them in its pool cleanup, after the log */
     ctx->events = (u_char *) norm->events;
     ctx->events_len = norm->events_len;
+
+    /* from now on the error log names the wamids, later the raw id */
+
+    if (ctx->log_handler == NULL) {
+        ctx->log_handler = r->log_handler;
+        r->log_handler = ngx_http_metacloud_metrics_log_error;
+    }
 }
 
 
@@ -515,37 +537,34 @@ ngx_http_metacloud_metrics_count_events(ngx_http_metacloud_metrics_sh_t *sh,
 
 
 /*
- * $metacloud_wamids: the message and status ids of the body, in order,
- * each once, at most 10, then ",+N" for the N more.  Read from the
- * normalised events only when a log format asks for it.
+ * The message and status ids of the body, in order, each once, at most 10,
+ * then ",+N" for the N more: read from the normalised events only when a
+ * log format or an error line asks for them, once.
  */
 
-static ngx_int_t
-ngx_http_metacloud_wamids_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
+static ngx_str_t *
+ngx_http_metacloud_metrics_wamids(ngx_http_request_t *r,
+    ngx_http_metacloud_metrics_ctx_t *ctx)
 {
-    u_char                            *p, *last;
-    size_t                             i, j, n, more, len;
-    json_t                            *events, *ev, *sub;
-    const char                        *w, *seen[NGX_HTTP_METACLOUD_WAMIDS_MAX];
-    ngx_http_metacloud_metrics_ctx_t  *ctx;
+    u_char       *p, *last;
+    size_t        i, j, n, more, len;
+    json_t       *events, *ev, *sub;
+    const char   *w, *seen[NGX_HTTP_METACLOUD_WAMIDS_MAX];
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_metrics_module);
-
-    if (ctx == NULL || ctx->events == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
+    if (ctx->wamids_done || ctx->events == NULL) {
+        return &ctx->wamids;
     }
+
+    ctx->wamids_done = 1;
 
     events = json_loadb((char *) ctx->events, ctx->events_len, 0, NULL);
     if (events == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
+        return &ctx->wamids;
     }
 
     n = 0;
     more = 0;
-    len = 0;
+    len = sizeof(",+") + NGX_SIZE_T_LEN;
 
     json_array_foreach(events, i, ev) {
         sub = json_object_get(ev, "message");
@@ -577,33 +596,103 @@ ngx_http_metacloud_wamids_variable(ngx_http_request_t *r,
         len += ngx_strlen(w) + 1;
     }
 
-    len += sizeof(",+") + NGX_SIZE_T_LEN;
-
     p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        json_decref(events);
-        return NGX_ERROR;
-    }
 
-    v->data = p;
-    last = p + len;
+    if (p != NULL) {
+        ctx->wamids.data = p;
+        last = p + len;
 
-    for (j = 0; j < n; j++) {
-        p = ngx_slprintf(p, last, j ? ",%s" : "%s", seen[j]);
-    }
+        for (j = 0; j < n; j++) {
+            p = ngx_slprintf(p, last, j ? ",%s" : "%s", seen[j]);
+        }
 
-    if (more) {
-        p = ngx_slprintf(p, last, ",+%uz", more);
+        if (more) {
+            p = ngx_slprintf(p, last, ",+%uz", more);
+        }
+
+        ctx->wamids.len = p - ctx->wamids.data;
     }
 
     json_decref(events);
 
-    v->len = p - v->data;
+    return &ctx->wamids;
+}
+
+
+/* $metacloud_wamids (0), $metacloud_organization (1, after the commit) */
+
+static ngx_int_t
+ngx_http_metacloud_metrics_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                         *s;
+    ngx_http_metacloud_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_metrics_module);
+
+    v->not_found = 1;
+
+    if (ctx == NULL || (data == 1 && !ctx->ingested)) {
+        return NGX_OK;
+    }
+
+    s = data ? &ctx->report.organizations
+             : ngx_http_metacloud_metrics_wamids(r, ctx);
+
+    if (s->len == 0) {
+        return NGX_OK;
+    }
+
+    v->data = s->data;
+    v->len = s->len;
     v->valid = 1;
     v->no_cacheable = 0;
-    v->not_found = (v->len == 0);
+    v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * The error lines of a delivery end with what identifies it, after
+ * nginx's client, server, request and host: the raw request id and the
+ * organisations once stored, the wamids once normalised.
+ */
+
+static u_char *
+ngx_http_metacloud_metrics_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len)
+{
+    u_char                            *p;
+    ngx_str_t                         *w;
+    ngx_http_metacloud_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_metacloud_metrics_module);
+
+    p = ctx->log_handler(r, sr, buf, len);
+    len -= p - buf;
+
+    if (ctx->ingested && ctx->report.raw_id.len) {
+        buf = p;
+        p = ngx_snprintf(buf, len, ", raw: %V", &ctx->report.raw_id);
+        len -= p - buf;
+    }
+
+    if (ctx->ingested && ctx->report.organizations.len) {
+        buf = p;
+        p = ngx_snprintf(buf, len, ", organization: %V",
+                         &ctx->report.organizations);
+        len -= p - buf;
+    }
+
+    w = ngx_http_metacloud_metrics_wamids(r, ctx);
+
+    if (w->len) {
+        buf = p;
+        p = ngx_snprintf(buf, len, ", wamid: %V", w);
+    }
+
+    return p;
 }
 
 
@@ -1299,6 +1388,8 @@ ngx_http_metacloud_metrics_init(ngx_conf_t *cf)
     ngx_http_metacloud_metrics_zone_t       *zone;
     ngx_http_metacloud_metrics_main_conf_t  *mmcf;
 
+    ngx_http_metacloud_organization_init(cf);
+
     mmcf = ngx_http_conf_get_module_main_conf(cf,
                                           ngx_http_metacloud_metrics_module);
 
@@ -1343,6 +1434,42 @@ ngx_http_metacloud_metrics_init(ngx_conf_t *cf)
     *h = ngx_http_metacloud_metrics_log_handler;
 
     return ngx_http_metacloud_metrics_backlog_init(cf);
+}
+
+
+/*
+ * $metacloud_organization asks PostgreSQL for the organisations in the
+ * ingest round trip: only when a log format (or another module) indexed
+ * the variable, as the metrics need no organisation.
+ */
+
+static void
+ngx_http_metacloud_organization_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                       i;
+    ngx_http_variable_t             *v;
+    ngx_http_core_main_conf_t       *cmcf;
+    ngx_http_metacloud_main_conf_t  *mcf;
+
+    static ngx_str_t  name = ngx_string("metacloud_organization");
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_metacloud_module);
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    if (mcf->ingest == NULL) {
+        return;
+    }
+
+    v = cmcf->variables.elts;
+
+    for (i = 0; i < cmcf->variables.nelts; i++) {
+        if (v[i].name.len == name.len
+            && ngx_strncmp(v[i].name.data, name.data, name.len) == 0)
+        {
+            ngx_http_metacloud_ingest_organizations(mcf->ingest);
+            return;
+        }
+    }
 }
 
 
@@ -1504,22 +1631,142 @@ ngx_http_metacloud_metrics_exit_process(ngx_cycle_t *cycle)
 }
 
 
-/* TEMPORARY until the generic pg layer (issue 5) lands: no pool stats */
 
 static void
 ngx_http_metacloud_metrics_pool_stats(ngx_http_metacloud_metrics_slot_t *slot)
 {
+    ngx_http_metacloud_pg_t        *pg;
+    ngx_http_metacloud_pg_stats_t   st;
+
+    pg = ngx_http_metacloud_pg_get();
+
+    if (pg == NULL) {
+        return;
+    }
+
+    ngx_http_metacloud_pg_stats(pg, &st);
+
+    slot->size = st.size;
+    slot->idle = st.idle;
+    slot->busy = st.busy;
+    slot->connecting = st.connecting;
+    slot->waiting = st.waiting;
 }
 
+
+/* the backlog: metacloud_backlog() through this worker's pool -------- */
+
+static ngx_str_t  ngx_http_metacloud_backlog_name =
+    ngx_string("metacloud_backlog_stmt");
+static ngx_str_t  ngx_http_metacloud_backlog_sql =
+    ngx_string("SELECT * FROM metacloud_backlog()");
+
+static ngx_http_metacloud_pg_stmt_t   *ngx_http_metacloud_backlog_stmt;
+static ngx_http_metacloud_pg_query_t   ngx_http_metacloud_backlog_query;
+static ngx_uint_t                      ngx_http_metacloud_backlog_running;
+
+
+/* only where the pool runs: a metacloud_webhook with its metacloud_db */
 
 static ngx_int_t
 ngx_http_metacloud_metrics_backlog_init(ngx_conf_t *cf)
 {
-    return NGX_OK;
+    ngx_http_metacloud_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_metacloud_module);
+
+    ngx_http_metacloud_backlog_stmt = NULL;
+
+    if (mcf->ingest == NULL || mcf->pg.conninfo.data == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_metacloud_backlog_stmt = ngx_http_metacloud_pg_add_stmt(cf,
+                                          &ngx_http_metacloud_backlog_name,
+                                          &ngx_http_metacloud_backlog_sql, 0);
+
+    return ngx_http_metacloud_backlog_stmt ? NGX_OK : NGX_ERROR;
 }
 
+
+/*
+ * Every worker's tick comes here; the first to find the last read 10 s
+ * old claims the next one in the zone, so one worker reads it, whichever
+ * is alive.  Never on a request's path: a request never waits for it
+ * (it takes a connection from the pool like a request, at most one).
+ */
 
 static void
 ngx_http_metacloud_metrics_backlog(void)
 {
+    time_t                           now, last;
+    ngx_http_metacloud_pg_t         *pg;
+    ngx_http_metacloud_pg_query_t   *q;
+    ngx_http_metacloud_metrics_sh_t *sh;
+
+    sh = ngx_http_metacloud_metrics_sh;
+    pg = ngx_http_metacloud_pg_get();
+
+    if (pg == NULL || ngx_http_metacloud_backlog_stmt == NULL
+        || ngx_http_metacloud_backlog_running || ngx_exiting)
+    {
+        return;
+    }
+
+    now = ngx_time();
+    last = (time_t) sh->backlog_claim;
+
+    if (now - last < NGX_HTTP_METACLOUD_BACKLOG_EVERY
+        || !ngx_atomic_cmp_set(&sh->backlog_claim, (ngx_atomic_uint_t) last,
+                               (ngx_atomic_uint_t) now))
+    {
+        return;
+    }
+
+    q = &ngx_http_metacloud_backlog_query;
+    ngx_memzero(q, sizeof(ngx_http_metacloud_pg_query_t));
+
+    q->stmt = ngx_http_metacloud_backlog_stmt;
+    q->handler = ngx_http_metacloud_metrics_backlog_done;
+    q->log = ngx_cycle->log;
+
+    if (ngx_http_metacloud_pg_run(pg, q) == NGX_OK) {
+        ngx_http_metacloud_backlog_running = 1;
+    }
+}
+
+
+static void
+ngx_http_metacloud_metrics_backlog_done(ngx_http_metacloud_pg_query_t *q)
+{
+    char                             *v;
+    ngx_int_t                         n;
+    ngx_uint_t                        i;
+    ngx_time_t                       *tp;
+    ngx_http_metacloud_metrics_sh_t  *sh;
+
+    ngx_http_metacloud_backlog_running = 0;
+
+    sh = ngx_http_metacloud_metrics_sh;
+
+    /* a failure is the pool's to log; the age shows the value is old */
+
+    if (sh == NULL || q->rc != NGX_HTTP_METACLOUD_PG_OK
+        || PQntuples(q->result) != 1
+        || PQnfields(q->result) != NGX_HTTP_METACLOUD_NBACKLOG)
+    {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_METACLOUD_NBACKLOG; i++) {
+        v = PQgetvalue(q->result, 0, i);
+        n = ngx_atoi((u_char *) v, ngx_strlen(v));
+
+        if (n != NGX_ERROR) {
+            sh->backlog[i] = (ngx_atomic_uint_t) n;
+        }
+    }
+
+    tp = ngx_timeofday();
+    sh->backlog_msec = (ngx_atomic_uint_t) tp->sec * 1000 + tp->msec;
 }

@@ -108,6 +108,8 @@ typedef struct {
     ngx_uint_t                    unrouted;
     ngx_uint_t                    pending;
     ngx_msec_t                    db_time;
+    ngx_str_t                     raw_id;     /* in the request's pool */
+    ngx_str_t                     organizations;  /* "a,b" */
 } ngx_http_metacloud_ingest_report_t;
 
 
@@ -119,9 +121,6 @@ extern ngx_module_t  ngx_http_metacloud_metrics_module;
  * request once, whatever ended it (413 and 499 included).  Each call is
  * a no-op when metrics are off.
  */
-
-/* a request of a metacloud_webhook location: count it */
-void ngx_http_metacloud_metrics_request(ngx_http_request_t *r);
 
 /* the body was normalised: its outcome and events (mc_core.h) */
 void ngx_http_metacloud_metrics_body(ngx_http_request_t *r,

@@ -9,8 +9,12 @@
 # metrics` lints a live scrape, and ?format=json is parsed and agrees with
 # the text.  A reload keeps every count; more traffic adds to it.  A lock
 # held on the raw-requests table makes one ingest time out: a 503, counted
-# as "unavailable" and as a db "timeout" error.  The backlog is read from
-# PostgreSQL within ~10 s and follows a pending status.
+# as "unavailable" and as a db "timeout" error, its error line naming the
+# wamid.  The backlog is read from PostgreSQL within ~10 s and counts the
+# pending statuses and unrouted messages; the pools of both workers show.
+# The JSON access log of nginx.conf.example (its log_format, as it is)
+# parses, with $metacloud_organization and $metacloud_wamids right for an
+# ok, a duplicate, an unrouted, a 401 and a 503 delivery.
 #
 # Run: make test T=t/90-metrics.t
 # mc-valgrind
@@ -36,14 +40,20 @@ my $WAMID = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
 my $PHONE = '106540352242922';
 my $JSON = JSON::PP->new;
 
-$t->write_conf(<<'EOF', workers => 2);
+# the log_format of nginx.conf.example, as it is
+my ($format) = MCTest::_read_file($t->root . '/nginx.conf.example')
+               =~ /^\s*(log_format\s+metacloud\s.*?;)\s*$/ms;
+ok($format, 'nginx.conf.example has a "log_format metacloud"');
+
+$t->write_conf(<<"EOF", workers => 2);
 metacloud_db "%%DB%%";
 metacloud_db_timeout 1s;
-log_format mc escape=json '{"pid":"$pid","status":"$status",'
-                          '"wamids":"$metacloud_wamids"}';
+log_format mc escape=json '{"pid":"\$pid"}';
+$format
 server {
     listen 127.0.0.1:%%PORT%% reuseport;
     access_log %%TESTDIR%%/logs/mc.log mc;
+    access_log %%TESTDIR%%/logs/json.log metacloud;
     location = /webhooks/whatsapp {
         metacloud_webhook;
         metacloud_verify_token %%VERIFY_TOKEN%%;
@@ -68,6 +78,34 @@ EOF
 
 $t->sql(q{SELECT metacloud_add_phone_number('org-test', '106540352242922',
                                             '102290129340398', 'tok')});
+
+# nginx -t: the directives
+{
+    my $loc = 'location = /s { metacloud_status; }';
+    my $hook = 'location = /w { metacloud_webhook; metacloud_app_secret s; '
+             . 'client_max_body_size 4m; }';
+    my ($rc, $out) = $t->nginx_t("metacloud_metrics off;\n"
+                                 . "server { listen 127.0.0.1:%%PORT%%; $loc }");
+    isnt($rc, 0, 'metacloud_status with metrics off: refused');
+    like($out, qr/"metacloud_status" needs "metacloud_metrics on"/,
+         '  naming both directives');
+    ($rc, $out) = $t->nginx_t("metacloud_metrics maybe;\n"
+                              . "server { listen 127.0.0.1:%%PORT%%; }");
+    isnt($rc, 0, 'metacloud_metrics maybe: refused');
+    like($out, qr/metacloud_metrics/, '  naming the directive');
+    ($rc, $out) = $t->nginx_t("server { listen 127.0.0.1:%%PORT%%; "
+                              . "location = /s { metacloud_status; "
+                              . "metacloud_status; } }");
+    isnt($rc, 0, 'metacloud_status twice: refused');
+    ($rc, $out) = $t->nginx_t("metacloud_db \"%%DB%%\";\n"
+                              . "metacloud_metrics off;\n"
+                              . "server { listen 127.0.0.1:%%PORT%%; $hook }");
+    is($rc, 0, 'a webhook with metrics off: accepted') or diag($out);
+    ($rc, $out) = $t->nginx_t("server { listen 127.0.0.1:%%PORT%%; $loc }");
+    is($rc, 0, 'a status location without any webhook: accepted')
+        or diag($out);
+}
+
 $t->run;
 
 # ----------------------------------------------------------------------
@@ -285,15 +323,6 @@ SKIP: {
 is(scalar $t->http_get("$STATUS?format=xml"), 400, 'unknown format: 400');
 is(scalar $t->http('POST', $STATUS, body => 'x'), 405, 'POST status: 405');
 
-# the variables: $metacloud_wamids in the access log
-{
-    my @lines = map { $JSON->decode($_) }
-                split /\n/, MCTest::_read_file($t->testdir . '/logs/mc.log');
-    ok((grep { $_->{wamids} eq "wamid.M${run}a1" } @lines),
-       '$metacloud_wamids of a text');
-    ok((grep { $_->{status} eq '401' && $_->{wamids} eq '' } @lines),
-       '$metacloud_wamids empty on a 401');
-}
 
 # ----------------------------------------------------------------------
 # a reload keeps everything; more traffic adds up
@@ -337,13 +366,52 @@ $m = scrape();
 is(req($m, 'unavailable', '503'), 1, 'unavailable counted');
 cmp_ok($m->{'metacloud_db_errors_total{reason="timeout"}'}, '>=', 1,
        'db timeout counted');
+like($t->error_log,
+     qr/\[error\][^\n]*metacloud: [^\n]*(?:timed out|statement timeout)[^\n]*, wamid: wamid\.L$run$/m,
+     'the timeout is logged once at error, naming the wamid');
+
+# ----------------------------------------------------------------------
+# the JSON access log
+
+my @json = map { $JSON->decode($_) }
+           split /\n/, MCTest::_read_file($t->testdir . '/logs/json.log');
+cmp_ok(scalar @json, '>', 40, 'the access log parses as JSON, line by line');
+
+sub logged {
+    my ($what, %want) = @_;
+    my ($l) = grep {
+        my $j = $_;
+        !grep { ($j->{$_} // '') ne $want{$_} } keys %want
+    } @json;
+    ok($l, "access log: $what") or diag(explain(\%want));
+    return $l || {};
+}
+
+my $l = logged('ok', status => 200, wamids => "wamid.M${run}a1",
+               inserted => 1, duplicate => 0);
+is($l->{organization}, 'org-test', 'ok: $metacloud_organization');
+like($l->{raw_id}, qr/^[0-9a-f-]{36}$/, 'ok: $metacloud_raw_id');
+$l = logged('duplicate', status => 200, wamids => "wamid.M${run}a1",
+            inserted => 0, duplicate => 1);
+is($l->{organization}, 'org-test', 'duplicate: $metacloud_organization');
+$l = logged('unrouted', status => 200, wamids => "wamid.U${run}a",
+            unrouted => 1);
+is($l->{organization}, '', 'unrouted: no organisation');
+$l = logged('401', status => 401, outcome => 'invalid_signature');
+is($l->{wamids} . $l->{organization}, '', '401: no wamid, no organisation');
+$l = logged('503', status => 503, wamids => "wamid.L$run");
+is($l->{organization}, '', '503: no organisation (nothing stored)');
+is($l->{inserted}, '', '503: no counts');
 
 # ----------------------------------------------------------------------
 # the backlog: read within ~10 s, by one worker through its pool
 
+# read at the start already (0), then every 10 s: the traffic shows in
+# the next read at the latest
 $until = time + 25 * $tf;
 do { $m = scrape(); sleep 0.5 }
-    until defined $m->{metacloud_backlog_age_seconds} || time > $until;
+    until ($m->{'metacloud_backlog{kind="statuses_pending"}'} // 0) >= 2
+          || time > $until;
 ok(defined $m->{metacloud_backlog_age_seconds}, 'backlog read');
 is($m->{'metacloud_backlog{kind="statuses_pending"}'}, 2,
    'backlog: the two pending statuses');
