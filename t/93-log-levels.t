@@ -10,7 +10,8 @@
 #   3. PostgreSQL back: "PostgreSQL answers again" once, at "notice";
 #   4. a second outage is a new state: "error" again, once.
 #
-# Stops and starts the shared test cluster (as t/70-pg-down.t does).
+# Stops and starts the shared test cluster (as t/70-pg-down.t does;
+# MCTest starts it again at the end if a failure left it stopped).
 #
 # Run: make test T=t/93-log-levels.t
 use strict;
@@ -26,24 +27,9 @@ use MCTest;
 my $t = MCTest->new(name => 'log_levels');
 plan skip_all => 'module not built' unless $t->has_module;
 
-my $ROOT = $t->root;
 my $URI = $MCTest::WEBHOOK_URI;
 my $tf = $t->timeout_factor;
 my $WAMID = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
-
-sub pg_running {
-    return system("'$ROOT/scripts/pg-cluster' status '$ENV{MC_PG_DIR}' "
-                  . '>/dev/null 2>&1') == 0;
-}
-
-# the shared cluster is up when this suite ends, whatever happened
-END {
-    local $?;
-    unless (eval { pg_running() }) {
-        eval { $t->pg_start } or diag("93-log-levels: cannot restart the "
-                                      . "test cluster: $@");
-    }
-}
 
 $t->write_conf(<<'EOF');
 metacloud_db "%%DB%%";
@@ -105,7 +91,7 @@ my $connect = 'metacloud_db_errors_total{reason="connect"}';
 my $c0 = metric($connect) // 0;
 
 $t->pg_stop;
-ok(!pg_running(), 'cluster stopped');
+ok(!$t->pg_running, 'cluster stopped');
 my $failed = 0;
 for my $i (1 .. 4) {
     my $st = $t->post_signed($URI, body());
@@ -127,7 +113,7 @@ is(metric('metacloud_requests_total{outcome="unavailable",code="503"}'),
 # 3. back: one notice
 
 $t->pg_start;
-ok(pg_running(), 'cluster started again');
+ok($t->pg_running, 'cluster started again');
 
 my $b = body();
 my $st;
