@@ -45,9 +45,13 @@ my ($format) = MCTest::_read_file($t->root . '/nginx.conf.example')
                =~ /^\s*(log_format\s+metacloud\s.*?;)\s*$/ms;
 ok($format, 'nginx.conf.example has a "log_format metacloud"');
 
+# under valgrind a new worker's first connect alone may take seconds: the
+# timeout scales as the harness's other bounds do (1s, 10s under valgrind)
+my $DB_TIMEOUT = $tf;
+
 $t->write_conf(<<"EOF", workers => 2);
 metacloud_db "%%DB%%";
-metacloud_db_timeout 1s;
+metacloud_db_timeout ${DB_TIMEOUT}s;
 log_format mc escape=json '{"pid":"\$pid"}';
 $format
 server {
@@ -350,7 +354,8 @@ if ($locker == 0) {
     my $db = $t->dbname;
     exec('psql', '-X', '-q', '-d', $db, '-c',
          'BEGIN; LOCK TABLE meta_cloud_webhook_requests IN ACCESS EXCLUSIVE '
-         . 'MODE; SELECT pg_sleep(3); COMMIT;') or _exit(127);
+         . 'MODE; SELECT pg_sleep(' . (2 * $DB_TIMEOUT + 1) . '); COMMIT;')
+        or _exit(127);
 }
 $until = time + 10;
 sleep 0.05 until time > $until || $t->sql1(q{SELECT count(*) FROM pg_locks l
