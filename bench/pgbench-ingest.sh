@@ -11,6 +11,8 @@
 #   SELECT metacloud_add_phone_number('org', '106540352242922',
 #                                     '102290129340398', 't');
 # Environment: BENCH_JOBS (pgbench -j, 2), BENCH_USER (metacloud_module),
+# BENCH_CONTACTS (how many different senders, 1000000: nearly every message
+# a new contact; 1000: mostly returning ones),
 # BENCH_PGOPTIONS (extra server settings for the session, e.g.
 # "-c synchronous_commit=off" for a CPU-bound figure without the WAL flush),
 # BENCH_PGDATA (the server's data directory, readable by this user: then the
@@ -44,6 +46,7 @@ cpu0=$(children_cpu)
 
 PGOPTIONS="${PGOPTIONS:-} ${BENCH_PGOPTIONS:-}" \
 pgbench -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_" \
+    -D contacts="${BENCH_CONTACTS:-1000000}" \
     -U "$USER_" -f "$ROOT/bench/pgbench-ingest.sql" \
     -l --log-prefix="$log/tx" >"$log/out" 2>&1 || { cat "$log/out"; exit 1; }
 

@@ -25,10 +25,8 @@ MC_CORE_CLANG ?= clang
 MC_CORE_PKGS = jansson libcrypto
 
 MC_CORE_DIR = $(MC_ROOT)/build/core
-MC_CORE_SRC = $(MC_ROOT)/src/core/mc_sanitize.c \
-              $(MC_ROOT)/src/core/mc_signature.c \
-              $(MC_ROOT)/src/core/mc_normalize.c
-MC_CORE_HDR = $(MC_ROOT)/src/core/mc_core.h
+MC_CORE_SRC = $(wildcard $(MC_ROOT)/src/core/*.c)
+MC_CORE_HDR = $(wildcard $(MC_ROOT)/src/core/*.h)
 
 MC_CORE_PKG_CFLAGS := $(shell pkg-config --cflags $(MC_CORE_PKGS))
 MC_CORE_LIBS := $(shell pkg-config --libs $(MC_CORE_PKGS)) -lm
@@ -39,6 +37,7 @@ MC_CORE_CFLAGS = $(MC_CORE_WARN) -O2 -D_FORTIFY_SOURCE=2 -g \
 MC_CORE_SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
               -fno-omit-frame-pointer
 MC_CORE_SAN_CFLAGS = $(MC_CORE_WARN) $(MC_CORE_SAN) -I$(MC_ROOT)/src/core \
+                     -DMC_FIXTURES=\"$(MC_ROOT)/t/fixtures\" \
                      -I$(MC_ROOT)/t/unit \
                      $(MC_CORE_PKG_CFLAGS)
 

@@ -11,12 +11,14 @@
 --                                      unrouted events (administrators)
 --   metacloud_replay_event(event_id)   processes one stored, unprocessed
 --                                      event again (administrators)
---   metacloud_on_message(id), metacloud_on_status(id)
+--   metacloud_on_message(id), metacloud_on_status(id),
+--   metacloud_on_state_sync(org, phone, contact)
 --                                      host hooks (Lead / Conversation /
 --                                      Ticket / Message / CampaignRecipient
---                                      rules): no-ops here, a platform
---                                      replaces them; never overwritten by
---                                      a re-run of this file
+--                                      rules): no-ops here, 004 makes them
+--                                      call the default bridge, a platform
+--                                      may replace them; never overwritten
+--                                      by a re-run of this file
 --
 -- The contract for "events" and "info" is docs/EVENTS.md.
 --
@@ -106,6 +108,15 @@ BEGIN
         COMMENT ON FUNCTION metacloud_on_status(text) IS
             'host hook: a meta_cloud_message_statuses row was recorded';
     END IF;
+    IF to_regprocedure('metacloud_on_state_sync(text, text, jsonb)') IS NULL
+    THEN
+        CREATE FUNCTION metacloud_on_state_sync(p_org text, p_phone text,
+                                                p_contact jsonb)
+        RETURNS void LANGUAGE plpgsql
+        AS $f$ BEGIN NULL; END $f$;
+        COMMENT ON FUNCTION metacloud_on_state_sync(text, text, jsonb) IS
+            'host hook: a smb_app_state_sync contact (add, edit, remove)';
+    END IF;
 END
 $do$;
 
@@ -127,6 +138,12 @@ BEGIN
     IF jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'status event without a status object';
     END IF;
+
+    -- Meets the message's insertion (metacloud_apply_pending_statuses()
+    -- takes the same lock): whichever comes second waits for the other's
+    -- commit, then sees it, so a status and its message committing at the
+    -- same moment cannot both miss each other.
+    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(s ->> 'wamid'));
 
     SELECT m."id", m."currentStatus" INTO v_msg_id, v_cur
       FROM meta_cloud_messages m
@@ -205,8 +222,13 @@ BEGIN
         RETURN;
     END IF;
 
-    -- error, history_error, state_sync, generic and any future type: the
-    -- stored event is all there is to keep
+    IF v_type = 'state_sync' THEN
+        PERFORM metacloud_on_state_sync(p_org, v_phone, p_ev -> 'contact');
+        RETURN;
+    END IF;
+
+    -- error, history_error, generic and any future type: the stored event
+    -- is all there is to keep
     IF v_type NOT IN ('message', 'echo', 'history_message', 'history_media')
     THEN
         RETURN;
@@ -340,6 +362,11 @@ AS $$
 DECLARE
     ev  record;
 BEGIN
+    -- the lock metacloud_apply_status() takes: a status event not
+    -- committed yet is waited for, then seen by the query below
+    PERFORM pg_advisory_xact_lock(hashtext(NEW."phoneNumberId"),
+                                  hashtext(NEW."wamid"));
+
     FOR ev IN
         SELECT w."id", w."event"
           FROM meta_cloud_webhook_events w
@@ -570,7 +597,7 @@ BEGIN
 
             -- only these types write rows: no sub-transaction for the rest
             IF v_type NOT IN ('message', 'echo', 'history_message',
-                              'history_media', 'status')
+                              'history_media', 'status', 'state_sync')
             THEN
                 CONTINUE;
             END IF;
@@ -783,6 +810,7 @@ REVOKE ALL ON FUNCTION metacloud_schema_version() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_status_rank("MetaCloudMessageStatusEnum") FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_message(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_status(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_on_state_sync(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;

@@ -31,8 +31,6 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use IO::Handle;
-use IO::Select;
-use IO::Socket::INET;
 use JSON::PP ();
 use Digest::SHA qw(sha256_hex);
 use Time::HiRes qw(time sleep);
@@ -291,37 +289,13 @@ is(count('meta_cloud_messages'), 2, 'two numbers: still two messages');
 
 sub send_raw {
     my ($body) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $t->port, Proto => 'tcp',
-                                  Timeout => 10)
-        or die "connect: $!";
-    binmode $s;
-    my $req = "POST $URI HTTP/1.1\r\nHost: localhost\r\n"
-            . "Connection: close\r\nContent-Type: application/json\r\n"
-            . 'Content-Length: ' . length($body) . "\r\n"
-            . 'X-Hub-Signature-256: ' . $t->sign($body) . "\r\n\r\n" . $body;
-    my $off = 0;
-    while ($off < length $req) {
-        my $n = syswrite($s, $req, length($req) - $off, $off);
-        die "write: $!" unless defined $n;
-        $off += $n;
-    }
-    return $s;
+    return $t->post_signed($URI, $body, nowait => 1, timeout => 40);
 }
 
 sub read_answer {
-    my ($s) = @_;
-    my $resp = '';
-    my $sel = IO::Select->new($s);
-    my $end = time + 40 * $tf;
-    while (time < $end) {
-        last unless $sel->can_read($end - time);
-        my $n = sysread($s, $resp, 65536, length $resp);
-        last if !$n;
-    }
-    close $s;
-    my ($rst, $rh, $rb) = MCTest::_parse_response($resp);
-    return [$rst, eval { $JSON->decode($rb) }, $resp];
+    my ($h) = @_;
+    my ($rst, $rh, $rb) = $t->response($h);
+    return [$rst, eval { $JSON->decode($rb) }, $t->last_response];
 }
 
 # race($label, $body1, $body2): takes the lock, sends both bodies at once,

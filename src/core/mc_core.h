@@ -105,7 +105,14 @@ typedef struct {
 /*
  * Turns one raw body into the array of normalised events (docs/EVENTS.md).
  * Always fills out->events with a JSON array ("[]" when rc != MC_BODY_OK).
- * Returns 0, or -1 on allocation failure (out is then freed already).
+ * Returns 0, or -1 on allocation failure anywhere, jansson's parser
+ * included (out is then freed already): a result is never partial, and a
+ * body is invalid JSON only when no allocation failed.
+ *
+ * To see jansson's failures, the first call wraps jansson's allocator
+ * (json_set_alloc_funcs(), chained to the one in place, again if someone
+ * replaces it): make the first call, or install other allocation
+ * functions, before other threads use jansson.
  */
 int mc_normalize(const unsigned char *body, size_t len, mc_normalized_t *out);
 

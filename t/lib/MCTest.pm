@@ -497,6 +497,13 @@ sub valgrind_problems {
 
 sub request {
     my ($self, $raw, %o) = @_;
+    my $h = $self->_send($raw, %o);
+    return $o{nowait} ? $h : $self->_receive($h);
+}
+
+# the request written, the answer not read yet: a handle for _receive
+sub _send {
+    my ($self, $raw, %o) = @_;
     my $timeout = ($o{timeout} || 30) * $self->{tf};
     local $SIG{PIPE} = 'IGNORE';    # the server may answer and close early
 
@@ -521,21 +528,34 @@ sub request {
         $off += $n;
     }
     shutdown($s, 1) if $o{half_close};
+    return { s => $s, sel => $sel, deadline => $deadline };
+}
 
+sub _receive {
+    my ($self, $h) = @_;
     my $resp = '';
     while (1) {
-        my $left = $deadline - time;
-        if ($left <= 0 || !$sel->can_read($left)) {
+        my $left = $h->{deadline} - time;
+        if ($left <= 0 || !$h->{sel}->can_read($left)) {
             croak "MCTest: request: read timeout after "
                 . length($resp) . " bytes";
         }
-        my $n = sysread($s, $resp, 65536, length $resp);
+        my $n = sysread($h->{s}, $resp, 65536, length $resp);
         last if !$n;    # EOF or reset
     }
-    close $s;
+    close $h->{s};
     $self->{last_response} = $resp;
     return $resp;
 }
+
+# the answer of a request sent with nowait => 1
+sub response {
+    my ($self, $h) = @_;
+    my @r = _parse_response($self->_receive($h));
+    return wantarray ? @r : $r[0];
+}
+
+sub last_response { $_[0]{last_response} }
 
 sub _parse_response {
     my ($raw) = @_;
@@ -589,7 +609,9 @@ sub http {
     $req .= "\r\n";
     $req .= $body if defined $body;
 
-    my @r = _parse_response($self->request($req, %o));
+    my $r = $self->request($req, %o);
+    return $r if $o{nowait};
+    my @r = _parse_response($r);
     return wantarray ? @r : $r[0];
 }
 
@@ -920,6 +942,10 @@ HTTP (raw IO::Socket::INET; HTTP/1.1, Connection: close):
         decoded), the status in scalar context.
   $t->request($raw_bytes, timeout => 30)  sends raw bytes, returns the raw
         response; MCTest::_parse_response($raw) splits it as above.
+  nowait => 1 (to any of the above): returns once the request is written,
+        a handle; $t->response($handle) reads the answer (same return as
+        http), $t->last_response the raw bytes.  For requests that must be
+        in flight together (the held-lock races).
   $t->sign($body, $secret = 'demo-app-secret')   "sha256=<hex>"
 
 Fixtures:

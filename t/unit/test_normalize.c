@@ -1023,6 +1023,175 @@ test_wrong_types(void)
 }
 
 
+/* a 10 KB id: a prefix and many letters, so that two differ at the end */
+
+static char *
+long_id(const char *prefix, char last)
+{
+    char    *p;
+    size_t   n;
+
+    n = strlen(prefix);
+    p = malloc(10240 + 1);
+    memcpy(p, prefix, n);
+    memset(p + n, 'x', 10240 - n);
+    p[10239] = last;
+    p[10240] = '\0';
+
+    return p;
+}
+
+
+static int
+bounded(const char *s, const char *prefix)
+{
+    size_t  n;
+
+    n = strlen(s);
+
+    return n > 200 && n <= 200 + 1 + 64
+           && strncmp(s, prefix, strlen(prefix)) == 0 && s[n - 65] == '~';
+}
+
+
+static void
+test_long_ids(void)
+{
+    char        *body, *id1, *id2, *pn, *waba, *who;
+    char         k1[600], k2[600];
+    size_t       i;
+    json_t      *evs, *ev, *again;
+    const char  *key;
+
+    id1 = long_id("wamid.", 'a');
+    id2 = long_id("wamid.", 'b');
+    pn = long_id("PN", '1');
+    waba = long_id("W", '1');
+    who = long_id("55", '9');
+
+    body = malloc(10 * 10240 + 2048);
+    sprintf(body, "{\"object\":\"whatsapp_business_account\",\"entry\":[{"
+            "\"id\":\"%s\",\"changes\":[{\"field\":\"messages\",\"value\":{"
+            "\"metadata\":{\"phone_number_id\":\"%s\"},"
+            "\"messages\":[{\"from\":\"%s\",\"id\":\"%s\",\"type\":\"text\","
+            "\"text\":{\"body\":\"hi\"}},{\"from\":\"1\",\"id\":\"%s\","
+            "\"type\":\"text\"},{\"from\":\"1\",\"id\":\"wamid.short\","
+            "\"type\":\"text\"}],"
+            "\"statuses\":[{\"id\":\"%s\",\"status\":\"%s\","
+            "\"recipient_id\":\"%s\"}]}}]}]}",
+            waba, pn, who, id1, id2, id1, who, who);
+
+    evs = norm(body);
+    is_int(rc, MC_BODY_OK, "10 KB ids: ok");
+    is_int(json_array_size(evs), 4, "10 KB ids: every event");
+
+    ev = json_array_get(evs, 0);
+    key = S(ev, "webhookId", NULL);
+    ok(key != NULL && strncmp(key, "msg:", 4) == 0
+       && bounded(key + 4, "wamid.xxx"), "long wamid: key bounded");
+    ok(bounded(S(ev, "message", "wamid"), "wamid.xxx"),
+       "long wamid: column bounded, the same as in the key");
+    ok(strcmp(key + 4, S(ev, "message", "wamid")) == 0,
+       "key and column agree");
+    ok(bounded(S(ev, "scope", NULL), "PNxxx")
+       && strcmp(S(ev, "scope", NULL), S(ev, "phoneNumberId", NULL)) == 0,
+       "long phone_number_id: scope and column bounded");
+    ok(bounded(S(ev, "wabaId", NULL), "Wxxx"), "long entry id: bounded");
+    ok(bounded(S(ev, "message", "from"), "55xxx"), "long from: bounded");
+    is_str(S(ev, "message", "text"), "hi", "the text is intact");
+    is_int(json_string_length(get(ev, "payload", "id")), 10240,
+           "the payload keeps the whole id");
+
+    snprintf(k1, sizeof(k1), "%s", key);
+    snprintf(k2, sizeof(k2), "%s", S(json_array_get(evs, 1), "webhookId",
+                                     NULL));
+    ok(strcmp(k1, k2) != 0, "two long ids differing at the end: two keys");
+    is_str(S(json_array_get(evs, 2), "webhookId", NULL), "msg:wamid.short",
+           "a short id is kept as it is");
+
+    ev = json_array_get(evs, 3);
+    key = S(ev, "webhookId", NULL);
+    ok(key != NULL && strlen(key) < 7 + 3 * 266 + 2,
+       "status of a long id, status and recipient: key bounded");
+    ok(strcmp(S(ev, "status", "wamid"), k1 + 4) == 0,
+       "the status names the message as its key does");
+
+    again = norm(body);
+
+    for (i = 0; i < 4; i++) {
+        is_str(S(json_array_get(again, i), "webhookId", NULL),
+               S(json_array_get(evs, i), "webhookId", NULL),
+               "a retry gives the same key");
+    }
+
+    json_decref(again);
+    json_decref(evs);
+
+    /* a multi-byte character across the cut: whole characters only */
+
+    memset(id1, 'x', 10240);
+    memcpy(id1 + 199, "\xc3\xa9", 2);
+    id1[10240] = '\0';
+    sprintf(body, BODY("messages", "{" META ",\"messages\":[{\"id\":\"%s\","
+                       "\"type\":\"text\"}]}"), id1);
+    evs = norm(body);
+    key = S(json_array_get(evs, 0), "webhookId", NULL);
+    ok(key != NULL && key[4 + 199] == '~', "the cut stays before the é");
+    json_decref(evs);
+
+    free(body);
+    free(id1);
+    free(id2);
+    free(pn);
+    free(waba);
+    free(who);
+}
+
+
+static void
+test_big_numbers(void)
+{
+    json_t  *evs, *ev;
+
+    evs = norm(BODY("messages", "{" META ",\"unknown\":1e999,"
+        "\"messages\":[{\"from\":123456789012345678901234567890,"
+        "\"id\":\"m1\",\"timestamp\":1e999,\"type\":\"location\","
+        "\"location\":{\"latitude\":1e999,\"longitude\":-2.5},"
+        "\"errors\":[{\"code\":99999999999999999999}]},"
+        "{\"from\":\"1\",\"id\":\"m2\",\"type\":\"text\","
+        "\"text\":{\"body\":\"fine\"}}],"
+        "\"statuses\":[{\"id\":\"s1\",\"status\":\"sent\","
+        "\"timestamp\":-123456789012345678901234567890,"
+        "\"recipient_id\":\"1\"}]}"));
+
+    is_int(rc, MC_BODY_OK, "numbers jansson refuses: still ok");
+    is_int(json_array_size(evs), 3, "every event kept");
+
+    ev = json_array_get(evs, 0);
+    is_str(S(ev, "payload", "timestamp"), "1e999",
+           "payload keeps the text of 1e999");
+    is_str(S(ev, "message", "from"), "123456789012345678901234567890",
+           "a 30-digit id: its digits");
+    ok(json_is_null(get(ev, "message", "timestamp")), "timestamp 1e999: null");
+    ok(get(ev, "message", "locationLatitude") == NULL,
+       "latitude 1e999: absent");
+    ok(json_real_value(get(ev, "message", "locationLongitude")) == -2.5,
+       "the longitude beside it is kept");
+    ok(get(ev, "message", "errorCode") == NULL, "20-digit code: absent");
+
+    ev = json_array_get(evs, 1);
+    is_str(S(ev, "message", "text"), "fine", "the next message intact");
+
+    ev = json_array_get(evs, 2);
+    ok(json_is_null(get(ev, "status", "timestamp")),
+       "status timestamp of 30 digits: null");
+    is_str(S(ev, "payload", "timestamp"), "-123456789012345678901234567890",
+           "payload keeps the negative digits");
+
+    json_decref(evs);
+}
+
+
 int
 main(void)
 {
@@ -1035,6 +1204,8 @@ main(void)
     test_batch();
     test_bad_bodies();
     test_wrong_types();
+    test_long_ids();
+    test_big_numbers();
 
     return done_testing();
 }

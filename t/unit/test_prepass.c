@@ -1,7 +1,8 @@
 
 /*
- * mc_prepass(): what jansson would refuse inside strings is rewritten,
- * everything else is left byte for byte.
+ * mc_prepass(): what jansson would refuse inside strings is rewritten, and
+ * numbers it cannot hold become strings; everything else is left byte for
+ * byte.
  */
 
 
@@ -78,6 +79,9 @@ main(void)
         "[\"ok\",\"bad \xff byte\",\"lone \\ud83d\",\"raw \x01\",\"\\ude00\","
         "{\"k\\u0000ey\":\"v\\u0000\"},\"\xc0\xaf\",\"\xed\xa0\x80\"]";
 
+    static const char  big[] =
+        "{\"a\":[1e999,-1e999,123456789012345678901234567890]}";
+
     SAME("{\"a\":\"plain ASCII\",\"b\":[1,2.5,true,null]}",
          "plain ASCII untouched");
     SAME("{\"t\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
@@ -128,6 +132,40 @@ main(void)
     SAME("[\"short \\u12\"]", "short \\u escape stays broken");
     PP("[\"q\\\"\xff\"]", "[\"q\\\"" FFFD "\"]",
        "an escaped quote does not end the string");
+
+    /* numbers jansson refuses: their text, quoted */
+
+    PP("[1e999]", "[\"1e999\"]", "1e999 quoted");
+    PP("[-1E+999]", "[\"-1E+999\"]", "-1E+999 quoted");
+    PP("{\"a\":123456789012345678901234567890}",
+       "{\"a\":\"123456789012345678901234567890\"}",
+       "30-digit integer quoted");
+    SAME("[9223372036854775807,-9223372036854775808]",
+         "the 64-bit limits untouched");
+    PP("[9223372036854775808]", "[\"9223372036854775808\"]",
+       "2^63 quoted");
+    PP("[-9223372036854775809]", "[\"-9223372036854775809\"]",
+       "-2^63 - 1 quoted");
+    SAME("[1.7976931348623157e308,179769313486231570000e288]",
+         "the largest double untouched");
+    PP("[1.7976931348623159e308]", "[\"1.7976931348623159e308\"]",
+       "just above the largest double quoted");
+    PP("[0.000001e315]", "[\"0.000001e315\"]",
+       "leading zeros of the fraction count");
+    SAME("[0.0001e311,1e-999,0e99999,0.0e400,-0]",
+         "finite, underflowing and zero reals untouched");
+    SAME("[1.5,-2,0,37.422,1e10,2E-3]", "ordinary numbers untouched");
+    PP("[1e99999999999999999999999]", "[\"1e99999999999999999999999\"]",
+       "a huge exponent quoted");
+    SAME("[\"1e999\"]", "inside a string: untouched");
+    SAME("{1e999:1}", "a number as a key stays broken");
+    SAME("[01e999]", "a leading zero stays broken");
+    SAME("[1.e999]", "a dot without digits stays broken");
+    SAME("[-]", "a minus alone stays broken");
+
+    ok(parses(big, sizeof(big) - 1),
+       "a body with refused numbers parses after the pre-pass");
+    ok(!parses("{1e999:1}", 9), "a number as a key: still not JSON");
 
     out = mc_prepass((const unsigned char *) "", 0, &n);
     ok(out != NULL && n == 0, "empty input");

@@ -11,13 +11,21 @@
  * Object keys get one more rewrite: jansson refuses a NUL in a key even with
  * JSON_ALLOW_NUL, so inside a key "\u0000" and a raw NUL byte become U+FFFD
  * here (in values the NUL survives parsing and mc_normalize() replaces it).
+ *
+ * Outside strings, one thing is rewritten: a number jansson cannot hold (an
+ * integer beyond 64 bits, a real beyond the range of a double) fails the
+ * whole document, so it becomes a string holding its exact text
+ * (docs/EVENTS.md).  Only a well-formed number in a value position is
+ * quoted: a document that is not JSON stays not JSON.
  */
 
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mc_core.h"
+#include "mc_normalize_int.h"
 
 
 #define MC_FFFD_ESC      "\\ufffd"
@@ -25,9 +33,13 @@
 #define MC_FFFD_UTF8     "\xef\xbf\xbd"
 
 
-static size_t mc_prepass_run(const unsigned char *p, size_t len,
-    unsigned char *out);
 static int mc_prepass_is_key(const unsigned char *p, size_t len, size_t i);
+static size_t mc_prepass_number(const unsigned char *p, size_t len,
+    size_t i, int *refused);
+static int mc_prepass_int_overflows(const unsigned char *p, size_t n,
+    int negative);
+static int mc_prepass_real_overflows(const unsigned char *p, size_t len,
+    size_t i, size_t frac, size_t exp, size_t end);
 static long mc_prepass_hex4(const unsigned char *p, size_t len, size_t i);
 static size_t mc_prepass_utf8(const unsigned char *p, size_t len, size_t i,
     int *valid);
@@ -72,7 +84,12 @@ mc_prepass(const unsigned char *body, size_t len, size_t *out_len)
     } while (0)
 
 
-static size_t
+/*
+ * One run over the body: writes into out unless it is NULL, and returns the
+ * length of the output either way.
+ */
+
+size_t
 mc_prepass_run(const unsigned char *p, size_t len, unsigned char *out)
 {
     int             in_string, is_key, valid;
@@ -91,6 +108,22 @@ mc_prepass_run(const unsigned char *p, size_t len, unsigned char *out)
         c = p[i];
 
         if (!in_string) {
+            if (c == '-' || (c >= '0' && c <= '9')) {
+                k = mc_prepass_number(p, len, i, &valid);
+
+                if (valid) {
+                    mc_emit("\"", 1);
+                    mc_emit(&p[i], k);
+                    mc_emit("\"", 1);
+
+                } else {
+                    mc_emit(&p[i], k);
+                }
+
+                i += k;
+                continue;
+            }
+
             if (c == '"') {
                 in_string = 1;
                 is_key = mc_prepass_is_key(p, len, i + 1);
@@ -217,6 +250,207 @@ mc_prepass_is_key(const unsigned char *p, size_t len, size_t i)
     }
 
     return 0;
+}
+
+
+/*
+ * The length of the number token at p[i] (JSON's grammar, at least 1);
+ * *refused: it is a well-formed number in a value position that jansson
+ * would refuse for its size.
+ */
+
+static size_t
+mc_prepass_number(const unsigned char *p, size_t len, size_t i,
+    int *refused)
+{
+    size_t  j, digits, frac, exp;
+
+    *refused = 0;
+    j = i;
+
+    if (p[j] == '-') {
+        j++;
+    }
+
+    digits = j;
+
+    if (j < len && p[j] == '0') {
+        j++;
+
+    } else {
+        while (j < len && p[j] >= '0' && p[j] <= '9') {
+            j++;
+        }
+    }
+
+    if (j == digits || (j < len && p[j] >= '0' && p[j] <= '9')) {
+        /* "-" alone, or a leading zero: jansson refuses it */
+        goto broken;
+    }
+
+    frac = 0;
+    exp = 0;
+
+    if (j < len && p[j] == '.') {
+        frac = ++j;
+
+        while (j < len && p[j] >= '0' && p[j] <= '9') {
+            j++;
+        }
+
+        if (j == frac) {
+            goto broken;
+        }
+    }
+
+    if (j < len && (p[j] == 'e' || p[j] == 'E')) {
+        j++;
+
+        if (j < len && (p[j] == '+' || p[j] == '-')) {
+            j++;
+        }
+
+        exp = j;
+
+        while (j < len && p[j] >= '0' && p[j] <= '9') {
+            j++;
+        }
+
+        if (j == exp) {
+            goto broken;
+        }
+    }
+
+    if (frac == 0 && exp == 0) {
+        *refused = mc_prepass_int_overflows(&p[digits], j - digits,
+                                            p[i] == '-');
+
+    } else {
+        *refused = mc_prepass_real_overflows(p, len, digits, frac, exp, j);
+    }
+
+    /* a number before a colon is a key: broken JSON, left broken */
+
+    if (*refused) {
+        for (digits = j; digits < len; digits++) {
+            if (p[digits] != ' ' && p[digits] != '\t' && p[digits] != '\n'
+                && p[digits] != '\r')
+            {
+                *refused = (p[digits] != ':');
+                break;
+            }
+        }
+    }
+
+    return j - i;
+
+broken:
+
+    /* the whole run of number characters stays as it is, broken */
+
+    while (j < len && p[j] != '\0' && strchr("0123456789.eE+-", p[j])) {
+        j++;
+    }
+
+    return j - i;
+}
+
+
+/* whether n digits (no leading zero) overflow a 64-bit integer */
+
+static int
+mc_prepass_int_overflows(const unsigned char *p, size_t n, int negative)
+{
+    const char  *max;
+
+    max = negative ? "9223372036854775808" : "9223372036854775807";
+
+    if (n != 19) {
+        return n > 19;
+    }
+
+    return memcmp(p, max, 19) > 0;
+}
+
+
+/*
+ * Whether the real at p[i..end) overflows a double, as strtod() sees it
+ * (jansson refuses HUGE_VAL; an underflow becomes 0 and is accepted).  The
+ * decimal exponent of the first significant digit decides, and only the
+ * 308 boundary needs strtod(), on the first 40 significant digits written
+ * without a decimal point (no locale can misread it).
+ */
+
+static int
+mc_prepass_real_overflows(const unsigned char *p, size_t len, size_t i,
+    size_t frac, size_t exp, size_t end)
+{
+    int         neg_exp;
+    char        buf[64];
+    size_t      j, n, int_end;
+    long long   e, lead;
+
+    int_end = frac ? frac - 1 : (exp ? exp - 1 : end);
+
+    while (int_end > i && (p[int_end - 1] < '0' || p[int_end - 1] > '9')) {
+        int_end--;
+    }
+
+    /* the exponent, saturated: beyond a million it no longer matters */
+
+    e = 0;
+    neg_exp = 0;
+
+    if (exp) {
+        neg_exp = (p[exp - 1] == '-');
+
+        for (j = exp; j < end && e < 1000000; j++) {
+            e = e * 10 + (p[j] - '0');
+        }
+
+        if (neg_exp) {
+            e = -e;
+        }
+    }
+
+    /* the decimal exponent of the first significant digit, and 40 digits */
+
+    n = 0;
+    lead = 0;
+
+    for (j = i; j < end && n < 40; j++) {
+        if (p[j] < '0' || p[j] > '9') {
+            if (exp && j >= exp - 1) {
+                break;
+            }
+
+            continue;
+        }
+
+        if (n == 0 && p[j] == '0') {
+            continue;
+        }
+
+        if (n == 0) {
+            lead = (j < int_end) ? (long long) (int_end - j) - 1
+                                 : -(long long) (j - frac + 1);
+        }
+
+        buf[n++] = (char) p[j];
+    }
+
+    if (n == 0) {
+        /* zero */
+        return 0;
+    }
+
+    if (lead + e != 308) {
+        return lead + e > 308;
+    }
+
+    snprintf(buf + n, sizeof(buf) - n, "e%lld", 308 - (long long) (n - 1));
+
+    return isinf(strtod(buf, NULL));
 }
 
 

@@ -1,0 +1,840 @@
+-- 004_metacloud_bridge.sql
+--
+-- The default bridge: every routed message, status and contact also shows
+-- up in the platform's own tables ("Lead", "Conversation", "Ticket",
+-- "Message", "CampaignRecipient"), inside the event's sub-transaction (an
+-- error fails that event, never its siblings).  docs/SQL.md ("Bridge") is
+-- the contract: the columns the defaults use and how to replace them.
+--
+-- Two kinds of functions, so that a platform's replacement survives a
+-- re-run while fixes to the defaults still reach every database:
+--
+--   metacloud_bridge_default_*   the module's rules.  Always created with
+--                                CREATE OR REPLACE: a later migration that
+--                                fixes one reaches every database.  Never
+--                                edit them in place.
+--   metacloud_on_*, metacloud_bridge_<step>
+--                                the hooks the module calls.  Created only
+--                                when missing (or still the no-op of 003),
+--                                as one-line calls of the default; a
+--                                platform replaces any one of them (same
+--                                signature), and may call the default from
+--                                its version.  Never overwritten.
+--
+--   metacloud_register_outbound(...)   for the platform's sender (role
+--                                      metacloud_platform)
+--   metacloud_bridge_refresh()         after a platform added or dropped
+--                                      an optional column (docs/SQL.md)
+
+CREATE TABLE IF NOT EXISTS metacloud_schema_migrations (
+    version     int PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- "SET search_path FROM CURRENT" below records this value in each function.
+DO $$
+BEGIN
+    PERFORM set_config('search_path',
+                       format('%I, pg_temp', current_schema()), false);
+END
+$$;
+
+
+-- Reactions, edits and revokes that arrive before their target wait in
+-- meta_cloud_messages; the target's bridge row picks them up.  Tiny: only
+-- those three types have an entry.
+CREATE INDEX IF NOT EXISTS "meta_cloud_messages_change_target_idx"
+    ON meta_cloud_messages
+       ("phoneNumberId", (coalesce("reactionMessageId", "originalMessageId")))
+    WHERE "type" IN ('REACTION', 'EDIT', 'REVOKE');
+
+
+-- Optional columns ---------------------------------------------------------
+-- A platform's own tables may lack some columns the defaults write.  Per
+-- table, the optional columns are used only when all of them exist;
+-- metacloud_bridge_has('Lead') says so.  It is an IMMUTABLE constant made
+-- by metacloud_bridge_refresh(), folded into each cached plan: no catalog
+-- lookup per call.  Run the refresh again after changing those columns.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_refresh()
+RETURNS text[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_full  text[];
+BEGIN
+    SELECT coalesce(array_agg(o.tbl ORDER BY o.tbl), '{}') INTO v_full
+      FROM (VALUES ('Lead', ARRAY['username', 'whatsappRemovedAt']),
+                   ('Conversation', ARRAY['lastMessageAt', 'lastInboundAt']),
+                   ('Message', ARRAY['leadId', 'type', 'sentAt', 'reaction',
+                                     'editedAt', 'revokedAt']))
+           AS o(tbl, cols)
+     WHERE (SELECT count(*) FROM pg_attribute a
+             WHERE a.attrelid = to_regclass(format('%I', o.tbl))
+               AND a.attname = ANY (o.cols) AND NOT a.attisdropped)
+           = cardinality(o.cols);
+
+    EXECUTE format('CREATE OR REPLACE FUNCTION metacloud_bridge_has(t text)
+                    RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+                    AS %L', format('SELECT t = ANY (%L::text[])', v_full));
+    EXECUTE 'REVOKE ALL ON FUNCTION metacloud_bridge_has(text) FROM PUBLIC';
+    RETURN v_full;
+END
+$$;
+
+SELECT metacloud_bridge_refresh();
+
+
+-- metacloud_bridge_rank() ------------------------------------------------
+-- metacloud_status_rank() of a text column: a value that is not a status
+-- name (NULL, a platform's own word) ranks below PENDING.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_rank(s text)
+RETURNS int
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN s = ANY (enum_range(NULL::"MetaCloudMessageStatusEnum")::text[])
+                THEN metacloud_status_rank(s::"MetaCloudMessageStatusEnum")
+                ELSE -1 END
+$$;
+
+
+-- metacloud_bridge_lock_person() -----------------------------------------
+-- Serialises the transactions that look up or create the lead of one
+-- person: every key (phone, user id) is locked until commit, so a second
+-- transaction looks again after the first committed.  The platform's tables
+-- need no unique index for this.  One global order (phones, then user ids,
+-- each sorted) keeps two transactions from taking them crosswise.
+-- PL/pgSQL: a SQL function with a FROM clause is not inlined, and would be
+-- planned again on every call.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_lock_person(p_org text,
+    p_phones text[], p_user_ids text[])
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    k  text;
+BEGIN
+    -- 'p|' sorts before 'u|': the order of metacloud_bridge_default_lead()
+    FOREACH k IN ARRAY ARRAY(
+        SELECT DISTINCT y
+          FROM (SELECT 'p|' || x FROM unnest(p_phones) x
+                UNION ALL
+                SELECT 'u|' || x FROM unnest(p_user_ids) x) AS keys(y)
+         WHERE y IS NOT NULL ORDER BY 1)
+    LOOP
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|' || k, 0));
+    END LOOP;
+END
+$$;
+
+
+-- Lead -----------------------------------------------------------------------
+-- One per (organisation, person), found by phone or by user id; the missing
+-- one is filled in, name and username follow the latest payload that has
+-- them.  NULL when the payload names nobody.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_lead(p_org text,
+    p_phone text, p_user_id text, p_name text, p_username text)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_full  boolean := metacloud_bridge_has('Lead');
+    l       jsonb;
+    v_id    text;
+BEGIN
+    IF p_phone IS NULL AND p_user_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    -- metacloud_bridge_lock_person() for one phone and one user id,
+    -- without its arrays: this runs for every message
+    IF p_phone IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|p|' || p_phone, 0));
+    END IF;
+    IF p_user_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('lead|' || p_org || '|u|' || p_user_id, 0));
+    END IF;
+
+    -- as jsonb: a platform's table without "username" reads it as NULL
+    SELECT to_jsonb(x) INTO l FROM "Lead" x
+     WHERE x."organizationId" = p_org
+       AND (x."phone" = p_phone OR x."userId" = p_user_id)
+     ORDER BY x."createdAt", x."id" LIMIT 1;
+
+    IF l IS NULL THEN
+        v_id := gen_random_uuid()::text;
+        IF v_full THEN
+            INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
+                                "name", "username", "updatedAt")
+            VALUES (v_id, p_org, p_phone, p_user_id, p_name, p_username,
+                    now());
+        ELSE
+            INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
+                                "name", "updatedAt")
+            VALUES (v_id, p_org, p_phone, p_user_id, p_name, now());
+        END IF;
+        RETURN v_id;
+    END IF;
+
+    -- most messages change nothing: no write then
+    v_id := l ->> 'id';
+    IF (l ->> 'phone' IS NULL AND p_phone IS NOT NULL)
+       OR (l ->> 'userId' IS NULL AND p_user_id IS NOT NULL)
+       OR (p_name IS NOT NULL AND p_name IS DISTINCT FROM l ->> 'name')
+       OR (v_full AND p_username IS NOT NULL
+           AND p_username IS DISTINCT FROM l ->> 'username')
+    THEN
+        UPDATE "Lead"
+           SET "phone" = coalesce("phone", p_phone),
+               "userId" = coalesce("userId", p_user_id),
+               "name" = coalesce(p_name, "name"),
+               "updatedAt" = now()
+         WHERE "id" = v_id;
+        IF v_full AND p_username IS NOT NULL THEN
+            UPDATE "Lead" SET "username" = p_username WHERE "id" = v_id;
+        END IF;
+    END IF;
+
+    RETURN v_id;
+END
+$$;
+
+
+-- Identity changes -----------------------------------------------------------
+-- system user_changed_number / user_changed_user_id: the lead of the old
+-- identity takes the new one (never a second lead).  Without a lead of the
+-- old identity, the lead of the new one, else a new lead.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_identity(p_org text,
+    p_old_phone text, p_old_user_id text, p_new_phone text,
+    p_new_user_id text)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_id  text;
+BEGIN
+    PERFORM metacloud_bridge_lock_person(p_org,
+        ARRAY[p_old_phone, p_new_phone], ARRAY[p_old_user_id, p_new_user_id]);
+
+    SELECT x."id" INTO v_id FROM "Lead" x
+     WHERE x."organizationId" = p_org
+       AND (x."phone" = p_old_phone OR x."userId" = p_old_user_id)
+     ORDER BY x."createdAt", x."id" LIMIT 1;
+
+    IF v_id IS NULL THEN
+        RETURN metacloud_bridge_lead(p_org, p_new_phone, p_new_user_id,
+                                     NULL, NULL);
+    END IF;
+
+    UPDATE "Lead"
+       SET "phone" = coalesce(p_new_phone, "phone"),
+           "userId" = coalesce(p_new_user_id, "userId"),
+           "updatedAt" = now()
+     WHERE "id" = v_id
+       AND ("phone" IS DISTINCT FROM coalesce(p_new_phone, "phone")
+            OR "userId" IS DISTINCT FROM coalesce(p_new_user_id, "userId"));
+
+    RETURN v_id;
+END
+$$;
+
+
+-- Conversation ---------------------------------------------------------------
+-- One per (organisation, business number, lead).  "lastMessageAt" and, for
+-- inbound messages, "lastInboundAt" only move forward: a late old message
+-- does not move them back.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_conversation(p_org text,
+    p_phone_number_id text, p_lead text, p_at timestamptz, p_inbound boolean)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_full  boolean := metacloud_bridge_has('Conversation');
+    v_in    timestamptz := CASE WHEN p_inbound THEN p_at END;
+    c       jsonb;
+    v_id    text;
+BEGIN
+    -- the conversation and its ticket are found or made once per lead
+    PERFORM pg_advisory_xact_lock(hashtextextended(
+        'conv|' || p_org || '|' || p_phone_number_id || '|' || p_lead, 0));
+
+    -- as jsonb: a platform's table without the times reads them as NULL
+    SELECT to_jsonb(x) INTO c FROM "Conversation" x
+     WHERE x."organizationId" = p_org
+       AND x."phoneNumberId" = p_phone_number_id AND x."leadId" = p_lead
+     ORDER BY x."createdAt", x."id" LIMIT 1;
+
+    IF c IS NULL THEN
+        v_id := gen_random_uuid()::text;
+        IF v_full THEN
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "lastMessageAt", "lastInboundAt",
+                   "updatedAt")
+            VALUES (v_id, p_org, p_lead, p_phone_number_id, p_at, v_in,
+                    now());
+        ELSE
+            INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+                   "phoneNumberId", "updatedAt")
+            VALUES (v_id, p_org, p_lead, p_phone_number_id, now());
+        END IF;
+        RETURN v_id;
+    END IF;
+
+    v_id := c ->> 'id';
+    IF v_full
+       AND (p_at > coalesce((c ->> 'lastMessageAt')::timestamptz, '-infinity')
+            OR v_in > coalesce((c ->> 'lastInboundAt')::timestamptz,
+                               '-infinity'))
+    THEN
+        UPDATE "Conversation"
+           SET "lastMessageAt" = greatest("lastMessageAt", p_at),
+               "lastInboundAt" = greatest("lastInboundAt", v_in),
+               "updatedAt" = now()
+         WHERE "id" = v_id;
+    END IF;
+
+    RETURN v_id;
+END
+$$;
+
+
+-- Ticket ---------------------------------------------------------------------
+-- The conversation's open ticket; p_open: open one when there is none
+-- (inbound messages), else NULL (echoes, history).
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_ticket(p_org text,
+    p_conversation text, p_open boolean)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_id  text;
+BEGIN
+    SELECT x."id" INTO v_id FROM "Ticket" x
+     WHERE x."conversationId" = p_conversation AND x."status" = 'open'
+     ORDER BY x."createdAt" DESC, x."id" LIMIT 1;
+
+    IF v_id IS NULL AND p_open THEN
+        v_id := gen_random_uuid()::text;
+        INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                              "status", "updatedAt")
+        VALUES (v_id, p_org, p_conversation, 'open', now());
+    END IF;
+
+    RETURN v_id;
+END
+$$;
+
+
+-- Message --------------------------------------------------------------------
+-- The bridge row of a meta_cloud_messages row.  Called again for a row that
+-- has one (a history placeholder and its media follow-up, in either
+-- order): the row's type, text and historical status then complete it.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_message(
+    m meta_cloud_messages, p_lead text, p_conversation text, p_ticket text)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_full    boolean := metacloud_bridge_has('Message');
+    v_status  text := m."currentStatus"::text;
+    v_id      text := m."messageId";
+BEGIN
+    -- history: the status the message had in the app
+    IF m."historyStatus" IS NOT NULL
+       AND metacloud_bridge_rank(upper(m."historyStatus"))
+           > metacloud_bridge_rank(v_status)
+    THEN
+        v_status := upper(m."historyStatus");
+    END IF;
+
+    IF v_id IS NOT NULL THEN
+        IF v_full THEN
+            UPDATE "Message"
+               SET "type" = m."rawType", "body" = coalesce("body", m."text"),
+                   "status" = CASE WHEN metacloud_bridge_rank("status")
+                                        < metacloud_bridge_rank(v_status)
+                                   THEN v_status ELSE "status" END,
+                   "updatedAt" = now()
+             WHERE "id" = v_id;
+        ELSE
+            UPDATE "Message"
+               SET "body" = coalesce("body", m."text"),
+                   "status" = CASE WHEN metacloud_bridge_rank("status")
+                                        < metacloud_bridge_rank(v_status)
+                                   THEN v_status ELSE "status" END,
+                   "updatedAt" = now()
+             WHERE "id" = v_id;
+        END IF;
+        RETURN v_id;
+    END IF;
+
+    v_id := gen_random_uuid()::text;
+    IF v_full THEN
+        INSERT INTO "Message" ("id", "organizationId", "conversationId",
+               "ticketId", "leadId", "direction", "type", "body", "status",
+               "sentAt", "updatedAt")
+        VALUES (v_id, m."organizationId", p_conversation, p_ticket, p_lead,
+                m."direction"::text, m."rawType", m."text", v_status,
+                m."sentAt", now());
+    ELSE
+        INSERT INTO "Message" ("id", "organizationId", "conversationId",
+               "ticketId", "direction", "body", "status", "updatedAt")
+        VALUES (v_id, m."organizationId", p_conversation, p_ticket,
+                m."direction"::text, m."text", v_status, now());
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+
+-- Reactions, edits, revokes ----------------------------------------------------
+-- Change their target's bridge row (p_target, "Message"."id") instead of
+-- making one: the reaction's emoji (NULL: removed), the edit's text and
+-- time, the revoke's time.  Nothing is deleted; the meta_cloud_messages
+-- rows stay as history.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_change(
+    m meta_cloud_messages, p_target text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF p_target IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF m."type" = 'EDIT' THEN
+        IF metacloud_bridge_has('Message') THEN
+            UPDATE "Message"
+               SET "body" = m."text", "editedAt" = m."sentAt",
+                   "updatedAt" = now()
+             WHERE "id" = p_target;
+        ELSE
+            UPDATE "Message" SET "body" = m."text", "updatedAt" = now()
+             WHERE "id" = p_target;
+        END IF;
+    ELSIF NOT metacloud_bridge_has('Message') THEN
+        RETURN;
+    ELSIF m."type" = 'REACTION' THEN
+        UPDATE "Message" SET "reaction" = m."reactionEmoji", "updatedAt" = now()
+         WHERE "id" = p_target;
+    ELSIF m."type" = 'REVOKE' THEN
+        UPDATE "Message" SET "revokedAt" = m."sentAt", "updatedAt" = now()
+         WHERE "id" = p_target;
+    END IF;
+END
+$$;
+
+
+-- Statuses -------------------------------------------------------------------
+-- "Message"."status" (p_message, may be NULL) and the campaign recipient of
+-- the wamid follow meta_cloud_messages "currentStatus" (p_status): never
+-- down the ladder of metacloud_status_rank().
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_status(p_org text,
+    p_message text, p_wamid text, p_status text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_rank  int := metacloud_bridge_rank(p_status);
+BEGIN
+    IF p_message IS NOT NULL THEN
+        UPDATE "Message" SET "status" = p_status, "updatedAt" = now()
+         WHERE "id" = p_message AND metacloud_bridge_rank("status") < v_rank;
+    END IF;
+
+    UPDATE "CampaignRecipient" SET "status" = p_status, "updatedAt" = now()
+     WHERE "wamid" = p_wamid AND "organizationId" = p_org
+       AND metacloud_bridge_rank("status") < v_rank;
+END
+$$;
+
+
+-- Contacts of the business app (smb_app_state_sync) ---------------------------
+-- add / edit: the contact becomes (or updates) a lead, and a lead removed
+-- earlier is back; remove: "whatsappRemovedAt" is set, nothing is deleted.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_contact(p_org text,
+    p_phone_number_id text, c jsonb)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_phone  text := c ->> 'phoneNumber';
+    v_uid    text := c ->> 'userId';
+    v_id     text;
+BEGIN
+    IF c ->> 'action' = 'remove' THEN
+        PERFORM metacloud_bridge_lock_person(p_org, ARRAY[v_phone],
+                                             ARRAY[v_uid]);
+        SELECT x."id" INTO v_id FROM "Lead" x
+         WHERE x."organizationId" = p_org
+           AND (x."phone" = v_phone OR x."userId" = v_uid)
+         ORDER BY x."createdAt", x."id" LIMIT 1;
+        IF v_id IS NOT NULL AND metacloud_bridge_has('Lead') THEN
+            UPDATE "Lead"
+               SET "whatsappRemovedAt" = coalesce(
+                       to_timestamp((c ->> 'timestamp')::bigint), now()),
+                   "updatedAt" = now()
+             WHERE "id" = v_id;
+        END IF;
+        RETURN v_id;
+    END IF;
+
+    v_id := metacloud_bridge_lead(p_org, v_phone, v_uid, c ->> 'name',
+                                  c ->> 'username');
+    IF v_id IS NOT NULL AND metacloud_bridge_has('Lead') THEN
+        UPDATE "Lead" SET "whatsappRemovedAt" = NULL, "updatedAt" = now()
+         WHERE "id" = v_id AND "whatsappRemovedAt" IS NOT NULL;
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+
+-- The hooks' defaults: the order of the steps ---------------------------------
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_on_message(
+    p_message_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m         meta_cloud_messages;
+    c         meta_cloud_messages;
+    v_in      boolean;
+    v_change  boolean;
+    v_phone   text;
+    v_uid     text;
+    v_sys     jsonb;
+    v_target  text;
+    v_lead    text;
+    v_conv    text;
+    v_ticket  text;
+    v_msg     text;
+BEGIN
+    SELECT * INTO m FROM meta_cloud_messages WHERE "id" = p_message_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    IF m."messageId" IS NOT NULL THEN
+        PERFORM metacloud_bridge_message(m, m."leadId", m."conversationId",
+                                         m."ticketId");
+        RETURN;
+    END IF;
+
+    -- the person: the sender of an inbound message, the recipient of an
+    -- outbound one; else the matched contact (history: the thread)
+    v_in := m."direction" = 'INBOUND';
+    IF v_in THEN
+        v_phone := coalesce(m."from", m."contactWaId");
+        v_uid := coalesce(m."fromUserId", m."contactUserId");
+    ELSE
+        v_phone := coalesce(m."to", m."contactWaId");
+        v_uid := coalesce(m."toUserId", m."contactUserId");
+    END IF;
+
+    v_change := m."type" IN ('REACTION', 'EDIT', 'REVOKE');
+    IF v_change THEN
+        v_target := coalesce(m."reactionMessageId", m."originalMessageId");
+        -- the lock of the target's insertion (003): a target committing at
+        -- the same moment is waited for, then seen, or sees this row.
+        -- Taken before the person's locks, which the target's transaction
+        -- takes after its own: never crosswise.
+        PERFORM pg_advisory_xact_lock(hashtext(m."phoneNumberId"),
+                                      hashtext(v_target));
+    END IF;
+
+    IF m."type" = 'SYSTEM' THEN
+        v_sys := m."rawMessageData" -> 'system';
+        IF v_sys ->> 'type' IN ('user_changed_number', 'user_changed_user_id')
+        THEN
+            v_lead := metacloud_bridge_identity(m."organizationId",
+                          v_phone, v_uid,
+                          coalesce(v_sys ->> 'wa_id', v_phone),
+                          coalesce(v_sys ->> 'user_id', v_uid));
+        END IF;
+    END IF;
+
+    IF v_lead IS NULL THEN
+        v_lead := metacloud_bridge_lead(m."organizationId", v_phone, v_uid,
+                                        m."contactName", m."contactUsername");
+    END IF;
+    IF v_lead IS NULL THEN
+        -- nobody named (no phone, no user id): nothing to attach it to
+        RETURN;
+    END IF;
+
+    v_conv := metacloud_bridge_conversation(m."organizationId",
+                  m."phoneNumberId", v_lead, m."sentAt", v_in);
+    -- only a customer's new message opens a ticket
+    v_ticket := metacloud_bridge_ticket(m."organizationId", v_conv,
+                    v_in AND m."source" = 'webhook' AND NOT v_change
+                    AND m."type" <> 'SYSTEM');
+
+    IF v_change THEN
+        PERFORM metacloud_bridge_change(m, (
+            SELECT t."messageId" FROM meta_cloud_messages t
+             WHERE t."phoneNumberId" = m."phoneNumberId"
+               AND t."wamid" = v_target));
+    ELSE
+        v_msg := metacloud_bridge_message(m, v_lead, v_conv, v_ticket);
+
+        -- changes that came before their target, in their order
+        FOR c IN
+            SELECT * FROM meta_cloud_messages x
+             WHERE x."phoneNumberId" = m."phoneNumberId"
+               AND coalesce(x."reactionMessageId", x."originalMessageId")
+                   = m."wamid"
+               AND x."type" IN ('REACTION', 'EDIT', 'REVOKE')
+             ORDER BY x."sentAt", x."createdAt", x."id"
+        LOOP
+            PERFORM metacloud_bridge_change(c, v_msg);
+        END LOOP;
+    END IF;
+
+    UPDATE meta_cloud_messages
+       SET "leadId" = v_lead, "conversationId" = v_conv,
+           "ticketId" = v_ticket, "messageId" = v_msg, "updatedAt" = now()
+     WHERE "id" = m."id";
+END
+$$;
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_on_status(
+    p_status_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    r  record;
+BEGIN
+    SELECT m."organizationId", m."messageId", m."wamid",
+           m."currentStatus"::text AS cur, s."status"::text AS st
+      INTO r
+      FROM meta_cloud_message_statuses s
+      JOIN meta_cloud_messages m ON m."id" = s."messageId"
+     WHERE s."id" = p_status_id;
+
+    -- a status that did not become current changes nothing
+    IF r.st = r.cur THEN
+        PERFORM metacloud_bridge_status(r."organizationId", r."messageId",
+                                        r."wamid", r.cur);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_default_on_state_sync(
+    p_org text, p_phone text, p_contact jsonb)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF jsonb_typeof(p_contact) = 'object' THEN
+        PERFORM metacloud_bridge_contact(p_org, p_phone, p_contact);
+    END IF;
+END
+$$;
+
+
+-- The hooks ------------------------------------------------------------------
+-- Created when missing, or when still the no-op that 003 made; a platform's
+-- version is kept.  Each is one call of its default.
+
+DO $do$
+DECLARE
+    h      record;
+    v_src  text;
+BEGIN
+    FOR h IN
+        SELECT * FROM (VALUES
+            ('metacloud_bridge_lead',
+             'p_org text, p_phone text, p_user_id text, p_name text, '
+             'p_username text', 'text', 5),
+            ('metacloud_bridge_identity',
+             'p_org text, p_old_phone text, p_old_user_id text, '
+             'p_new_phone text, p_new_user_id text', 'text', 5),
+            ('metacloud_bridge_conversation',
+             'p_org text, p_phone_number_id text, p_lead text, '
+             'p_at timestamptz, p_inbound boolean', 'text', 5),
+            ('metacloud_bridge_ticket',
+             'p_org text, p_conversation text, p_open boolean', 'text', 3),
+            ('metacloud_bridge_message',
+             'm meta_cloud_messages, p_lead text, p_conversation text, '
+             'p_ticket text', 'text', 4),
+            ('metacloud_bridge_change',
+             'm meta_cloud_messages, p_target text', 'void', 2),
+            ('metacloud_bridge_status',
+             'p_org text, p_message text, p_wamid text, p_status text',
+             'void', 4),
+            ('metacloud_bridge_contact',
+             'p_org text, p_phone_number_id text, c jsonb', 'text', 3),
+            ('metacloud_on_message', 'p_message_id text', 'void', 1),
+            ('metacloud_on_status', 'p_status_id text', 'void', 1),
+            ('metacloud_on_state_sync',
+             'p_org text, p_phone text, p_contact jsonb', 'void', 3))
+            AS v(name, args, ret, nargs)
+    LOOP
+        -- the signature: the argument types, without their names
+        SELECT p.prosrc INTO v_src FROM pg_proc p
+         WHERE p.oid = to_regprocedure(format('%s(%s)', h.name,
+                   regexp_replace(h.args, '(^|, )[a-z_]+ ', '\1', 'g')));
+
+        IF v_src IS NULL OR v_src = ' BEGIN NULL; END ' THEN
+            -- metacloud_bridge_lead -> metacloud_bridge_default_lead,
+            -- metacloud_on_message -> metacloud_bridge_default_on_message
+            EXECUTE format(
+                'CREATE OR REPLACE FUNCTION %I(%s) RETURNS %s LANGUAGE sql '
+                'AS %L', h.name, h.args, h.ret,
+                format('SELECT metacloud_bridge_default_%s(%s)',
+                       regexp_replace(h.name, '^metacloud_(bridge_)?', ''),
+                       (SELECT string_agg('$' || i, ', ')
+                          FROM generate_series(1, h.nargs) i)));
+            EXECUTE format('COMMENT ON FUNCTION %I(%s) IS %L', h.name,
+                           h.args, 'metacloud bridge hook: the default; '
+                           'replace it (same signature) to change the rule');
+        END IF;
+        EXECUTE format('REVOKE ALL ON FUNCTION %I(%s) FROM PUBLIC',
+                       h.name, h.args);
+    END LOOP;
+END
+$do$;
+
+
+-- metacloud_register_outbound() ------------------------------------------
+-- The platform's sender records a message it sent through the Cloud API:
+-- the OUTBOUND meta_cloud_messages row (source 'api'), its bridge
+-- "Message", the campaign recipient's wamid when given; statuses that came
+-- first are applied (the trigger of 003) and reach the recipient.  Returns
+-- the meta_cloud_messages id; a second call changes nothing.  The
+-- recipient is a phone number (wa_id) or a business-scoped user id
+-- ("CC.xxxx").
+
+CREATE OR REPLACE FUNCTION metacloud_register_outbound(organization_id text,
+    phone_number_id text, wamid text, recipient text, type text, text text,
+    campaign_recipient_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_org    text := metacloud_register_outbound.organization_id;
+    v_phone  text := metacloud_register_outbound.phone_number_id;
+    v_wamid  text := metacloud_register_outbound.wamid;
+    v_to     text := metacloud_register_outbound.recipient;
+    v_raw    text := metacloud_register_outbound.type;
+    v_text   text := metacloud_register_outbound.text;
+    v_cr     text := metacloud_register_outbound.campaign_recipient_id;
+    v_bsuid  boolean := v_to ~ '^[A-Z]{2}\.';
+    v_type   text := upper(v_raw);
+    v_id     text;
+    m        meta_cloud_messages;
+BEGIN
+    IF coalesce(v_org, '') = '' OR coalesce(v_phone, '') = ''
+       OR coalesce(v_wamid, '') = '' OR coalesce(v_to, '') = ''
+    THEN
+        RAISE EXCEPTION 'organization_id, phone_number_id, wamid and '
+                        'recipient are required';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM "MetaWhatsAppCredential" c
+                    WHERE c."phoneNumberId" = v_phone
+                      AND c."organizationId" = v_org)
+    THEN
+        RAISE EXCEPTION 'phone number % is not registered to organisation %',
+                        v_phone, v_org;
+    END IF;
+    IF v_type IS NULL
+       OR NOT v_type = ANY (enum_range(NULL::"MetaCloudMessageType")::text[])
+    THEN
+        v_type := 'UNKNOWN';
+    END IF;
+
+    -- before the message row: statuses waiting for it reach the recipient
+    IF v_cr IS NOT NULL THEN
+        UPDATE "CampaignRecipient" r
+           SET "wamid" = v_wamid, "updatedAt" = now()
+         WHERE r."id" = v_cr AND r."organizationId" = v_org
+           AND r."wamid" IS DISTINCT FROM v_wamid;
+    END IF;
+
+    INSERT INTO meta_cloud_messages AS t
+           ("id", "wamid", "organizationId", "phoneNumberId", "direction",
+            "to", "toUserId", "type", "rawType", "text", "source", "sentAt",
+            "currentStatus", "createdAt", "updatedAt")
+    VALUES (gen_random_uuid()::text, v_wamid, v_org, v_phone, 'OUTBOUND',
+            CASE WHEN NOT v_bsuid THEN v_to END,
+            CASE WHEN v_bsuid THEN v_to END,
+            v_type::"MetaCloudMessageType", v_raw, v_text, 'api', now(),
+            'PENDING', now(), now())
+    ON CONFLICT ("phoneNumberId", "wamid") DO NOTHING;
+
+    SELECT * INTO m FROM meta_cloud_messages x
+     WHERE x."phoneNumberId" = v_phone AND x."wamid" = v_wamid;
+    v_id := m."id";
+
+    IF m."messageId" IS NULL THEN
+        PERFORM metacloud_on_message(v_id);
+    END IF;
+    IF v_cr IS NOT NULL THEN
+        SELECT * INTO m FROM meta_cloud_messages x WHERE x."id" = v_id;
+        PERFORM metacloud_bridge_status(v_org, m."messageId", m."wamid",
+                                        m."currentStatus"::text);
+    END IF;
+
+    RETURN v_id;
+END
+$$;
+
+
+-- Privileges -------------------------------------------------------------------
+-- metacloud_platform (NOLOGIN): what the platform's sender may call.  Grant
+-- it to the sender's own role: GRANT metacloud_platform TO <sender>.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metacloud_platform')
+    THEN
+        CREATE ROLE metacloud_platform NOLOGIN;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO metacloud_platform',
+                   current_schema());
+END
+$$;
+
+REVOKE ALL ON FUNCTION metacloud_bridge_refresh() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_lock_person(text, text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_lead(text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_identity(text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_conversation(text, text, text, timestamptz, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_ticket(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_message(meta_cloud_messages, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_change(meta_cloud_messages, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_status(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_contact(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_on_message(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_on_status(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_default_on_state_sync(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_register_outbound(text, text, text, text, text, text, text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    metacloud_register_outbound(text, text, text, text, text, text, text)
+    TO metacloud_platform;
+
+
+INSERT INTO metacloud_schema_migrations (version, name)
+VALUES (4, 'metacloud_bridge')
+ON CONFLICT (version) DO NOTHING;
