@@ -342,7 +342,7 @@ my %env = (PGDATABASE => $t->dbname);
 my $root = $t->root;
 my $out = `cd '$root' && PGDATABASE='$env{PGDATABASE}' make -s migrate 2>&1`;
 is($?, 0, 'make migrate: ok') or diag($out);
-like($out, qr/nothing to apply \(schema version 4\)/,
+like($out, qr/nothing to apply \(schema version \d+\)/,
      'make migrate: nothing to apply');
 $t->sql('DELETE FROM metacloud_schema_migrations WHERE version = 4');
 $out = `cd '$root' && PGDATABASE='$env{PGDATABASE}' make -s migrate 2>&1`;
