@@ -10,12 +10,12 @@
 #   make migrate      apply the migrations (to $PGDATABASE when set, else to
 #                     the `make run` cluster's database metacloud)
 #   make psql         psql into the `make run` database
-#   make bench        scripts/bench (wrk)
+#   make bench        scripts/bench (wrk; the media case: bench/media.pl)
 #   make bench-compare  the module of BASE (a git revision, 529180b) and of
 #                     this tree side by side, interleaved (scripts/bench-compare)
 #   make clean        remove build/;  make distclean: also .run/ (clusters)
 #
-# The core's own targets (normalize, unit, golden) come from mk/core.mk.
+# The core's own targets (normalize, replay, unit, golden) come from mk/core.mk.
 # Options: make test T=t/x.t VALGRIND=0 PROVE_FLAGS=-v MC_KEEP=1
 
 SHELL := /bin/bash

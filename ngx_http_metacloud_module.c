@@ -37,6 +37,7 @@ static char *ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_metacloud_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_metacloud_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_http_metacloud_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_metacloud_init_process(ngx_cycle_t *cycle);
 static void ngx_http_metacloud_exit_process(ngx_cycle_t *cycle);
 
@@ -53,6 +54,14 @@ static ngx_conf_num_bounds_t  ngx_http_metacloud_pool_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_metacloud_queue_bounds = {
     ngx_http_metacloud_check_bounds, 0, 1048576
+};
+
+static ngx_conf_num_bounds_t  ngx_http_metacloud_media_concurrency_bounds = {
+    ngx_http_metacloud_check_bounds, 1, 1024
+};
+
+static ngx_conf_num_bounds_t  ngx_http_metacloud_media_retries_bounds = {
+    ngx_http_metacloud_check_bounds, 1, 100
 };
 
 
@@ -86,6 +95,13 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       offsetof(ngx_http_metacloud_main_conf_t, pg.timeout),
       NULL },
 
+    { ngx_string("metacloud_maintenance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_metacloud_maintenance,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("metacloud_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_metacloud_webhook,
@@ -114,6 +130,76 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       0,
       NULL },
 
+    { ngx_string("metacloud_media"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.enable),
+      NULL },
+
+    { ngx_string("metacloud_media_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.thread_pool_name),
+      NULL },
+
+    { ngx_string("metacloud_media_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.concurrency),
+      &ngx_http_metacloud_media_concurrency_bounds },
+
+    { ngx_string("metacloud_graph_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.graph_url),
+      NULL },
+
+    { ngx_string("metacloud_media_path"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.path),
+      NULL },
+
+    { ngx_string("metacloud_media_s3"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_metacloud_media_s3,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media),
+      NULL },
+
+    { ngx_string("metacloud_media_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.max_size),
+      NULL },
+
+    { ngx_string("metacloud_media_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.timeout),
+      NULL },
+
+    { ngx_string("metacloud_media_retries"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.retries),
+      &ngx_http_metacloud_media_retries_bounds },
+
+    { ngx_string("metacloud_media_url_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, media.url_prefix),
+      NULL },
+
       ngx_null_command
 };
 
@@ -139,7 +225,7 @@ ngx_module_t  ngx_http_metacloud_module = {
     ngx_http_metacloud_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_metacloud_init_module,        /* init module */
     ngx_http_metacloud_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -469,6 +555,9 @@ ngx_http_metacloud_create_main_conf(ngx_conf_t *cf)
     mcf->pg.queue_size = NGX_CONF_UNSET_UINT;
     mcf->pg.timeout = NGX_CONF_UNSET_MSEC;
     mcf->pg.schema_version = MC_SCHEMA_VERSION;
+    mcf->maint.interval = NGX_CONF_UNSET_MSEC;
+
+    ngx_http_metacloud_media_create_conf(&mcf->media);
 
     if (ngx_array_init(&mcf->pg.stmts, cf->pool, 4,
                        sizeof(ngx_http_metacloud_pg_stmt_t *))
@@ -496,7 +585,13 @@ ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    if (ngx_http_metacloud_maint_init_conf(cf, &mcf->maint, &mcf->pg)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_metacloud_media_init_conf(cf, &mcf->media, &mcf->pg);
 }
 
 
@@ -591,6 +686,27 @@ ngx_http_metacloud_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/*
+ * libcurl's global state and the core's allocator hook, once, before any
+ * worker or thread exists: both are process-wide and not thread-safe to
+ * install.
+ */
+
+static ngx_int_t
+ngx_http_metacloud_init_module(ngx_cycle_t *cycle)
+{
+    mc_core_init();
+
+    if (ngx_http_metacloud_fetch_global_init() != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "metacloud: curl_global_init() failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_metacloud_init_process(ngx_cycle_t *cycle)
 {
@@ -603,7 +719,16 @@ ngx_http_metacloud_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_metacloud_pg_init_worker(cycle, &mcf->pg);
+    if (ngx_http_metacloud_pg_init_worker(cycle, &mcf->pg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_metacloud_maint_init_worker(cycle, &mcf->maint) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_metacloud_media_init_worker(cycle, &mcf->media,
+                                                mcf->pg.pg);
 }
 
 
@@ -619,5 +744,7 @@ ngx_http_metacloud_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_metacloud_media_exit_worker();
+    ngx_http_metacloud_maint_exit_worker();
     ngx_http_metacloud_pg_exit_worker(&mcf->pg);
 }

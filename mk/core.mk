@@ -3,6 +3,7 @@
 # usable alone from the top of the tree:
 #
 #   make -f mk/core.mk normalize       build/core/metacloud-normalize
+#   make -f mk/core.mk replay          build/core/metacloud-replay (libpq)
 #   make -f mk/core.mk unit            unit tests, ASan + UBSan, under prove
 #   make -f mk/core.mk golden          fixtures -> events, diffed with
 #                                      t/golden/, validated by the schema
@@ -48,6 +49,7 @@ MC_UNIT_DEPS = $(MC_CORE_SRC) $(MC_CORE_HDR) $(wildcard $(MC_ROOT)/t/unit/*.h)
 
 MC_FIXTURES = $(wildcard $(MC_ROOT)/t/fixtures/*.json)
 MC_NORMALIZE = $(MC_CORE_DIR)/metacloud-normalize
+MC_REPLAY = $(MC_CORE_DIR)/metacloud-replay
 
 MC_FUZZ_TIME ?= 60
 
@@ -57,7 +59,7 @@ MC_ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0
 MC_UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 
-.PHONY: normalize unit golden golden-update core-warn fuzz core-clean clean
+.PHONY: normalize replay unit golden golden-update core-warn fuzz core-clean clean
 
 
 normalize: $(MC_NORMALIZE)
@@ -67,6 +69,17 @@ $(MC_NORMALIZE): $(MC_ROOT)/tools/metacloud-normalize.c $(MC_CORE_SRC) \
 	@mkdir -p $(MC_CORE_DIR)
 	$(MC_CORE_CC) $(MC_CORE_CFLAGS) -o $@ $(MC_ROOT)/tools/metacloud-normalize.c \
 		$(MC_CORE_SRC) $(MC_CORE_LIBS)
+
+
+# the replay tool is the core plus libpq: it talks to the database itself
+
+replay: $(MC_REPLAY)
+
+$(MC_REPLAY): $(MC_ROOT)/tools/metacloud-replay.c $(MC_CORE_SRC) $(MC_CORE_HDR)
+	@mkdir -p $(MC_CORE_DIR)
+	$(MC_CORE_CC) $(MC_CORE_CFLAGS) $(shell pkg-config --cflags libpq) \
+		-o $@ $(MC_ROOT)/tools/metacloud-replay.c $(MC_CORE_SRC) \
+		$(MC_CORE_LIBS) $(shell pkg-config --libs libpq)
 
 
 unit: $(MC_UNIT_BIN)
@@ -113,9 +126,11 @@ golden-update: $(MC_NORMALIZE)
 core-warn:
 	@mkdir -p $(MC_CORE_DIR)/warn
 	for o in "-O2 -D_FORTIFY_SOURCE=2" "-O0 -g"; do \
-	    for f in $(MC_CORE_SRC) $(MC_ROOT)/tools/metacloud-normalize.c; do \
+	    for f in $(MC_CORE_SRC) $(MC_ROOT)/tools/metacloud-normalize.c \
+	            $(MC_ROOT)/tools/metacloud-replay.c; do \
 	        $(MC_CORE_CC) $(MC_CORE_WARN) $$o -I$(MC_ROOT)/src/core \
-	            $(MC_CORE_PKG_CFLAGS) -c $$f \
+	            $(MC_CORE_PKG_CFLAGS) $(shell pkg-config --cflags libpq) \
+	            -c $$f \
 	            -o $(MC_CORE_DIR)/warn/`basename $$f .c`.o || exit 1; \
 	    done; \
 	done

@@ -6,9 +6,7 @@
 --
 --   metacloud_ingest(raw bytea, events jsonb, info jsonb)   the one call
 --   metacloud_schema_version()                              what is applied
---   metacloud_add_phone_number(org, phone_number_id, waba_id, token)
---                                      registers a number, replays its
---                                      unrouted events (administrators)
+--   (metacloud_add_phone_number() is in 006_metacloud_operations.sql)
 --   metacloud_replay_event(event_id)   processes one stored, unprocessed
 --                                      event again (administrators)
 --   metacloud_on_message(id), metacloud_on_status(id),
@@ -470,9 +468,11 @@ $$;
 --      sub-transaction: an error marks that event failed (processed false,
 --      error = the message) and undoes only its rows;
 --   3. the raw body is stored, with the counts.
--- Returns {rawId, inserted, duplicate, failed, unrouted, pending, media}.
--- "inserted" counts every new event; "failed", "unrouted" and "pending"
--- (statuses waiting for their message) are parts of it.
+-- Returns {rawId, received, messagesProcessed, statusesProcessed, inserted,
+-- duplicate, failed, unrouted, pending, media}.  "inserted" counts every
+-- new event; "failed", "unrouted" and "pending" (statuses waiting for their
+-- message) are parts of it; messagesProcessed and statusesProcessed (the
+-- PRD's summary) count the message and status events stored in this call.
 --
 -- Event rows are written once: processed = true is set at insertion and
 -- only a failure or a waiting status updates the row afterwards.
@@ -505,6 +505,8 @@ DECLARE
     n_failed      int := 0;
     n_unrouted    int := 0;
     n_pending     int := 0;
+    n_msg_ok      int := 0;
+    n_status_ok   int := 0;
     v_media       jsonb := '[]';
 BEGIN
     IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
@@ -608,9 +610,16 @@ BEGIN
                 n_failed := n_failed + 1;
             ELSIF p.outcome = 'pending' THEN
                 n_pending := n_pending + 1;
-            ELSIF p.media_id IS NOT NULL THEN
-                v_media := v_media || jsonb_build_array(jsonb_build_object(
-                               'id', p.media_id, 'mediaId', p.meta_media_id));
+            ELSIF v_type = 'status' THEN
+                n_status_ok := n_status_ok + 1;
+            ELSE
+                n_msg_ok := n_msg_ok + 1;
+                IF p.media_id IS NOT NULL THEN
+                    v_media := v_media || jsonb_build_array(
+                                   jsonb_build_object('id', p.media_id,
+                                                      'mediaId',
+                                                      p.meta_media_id));
+                END IF;
             END IF;
         END LOOP;
     END IF;
@@ -624,7 +633,11 @@ BEGIN
             n_events, n_inserted, n_duplicate, n_failed, n_unrouted,
             n_pending);
 
+    -- received, messagesProcessed, statusesProcessed: the PRD's summary
     RETURN jsonb_build_object('rawId', v_raw_id,
+                              'received', true,
+                              'messagesProcessed', n_msg_ok,
+                              'statusesProcessed', n_status_ok,
                               'inserted', n_inserted,
                               'duplicate', n_duplicate,
                               'failed', n_failed,
@@ -683,106 +696,6 @@ END
 $$;
 
 
--- metacloud_add_phone_number() -------------------------------------------
--- Registers (or re-registers) a phone number of an organisation, creating
--- the organisation when it is missing, then replays the events that
--- arrived for that number, or for its WABA, while nobody owned it.
---
--- Only the credential columns named in 001 are relied on; "id", "createdAt"
--- and "updatedAt" are filled when the platform's table has them without a
--- default (Prisma generates ids and @updatedAt in its client, not in SQL).
--- This is an administrator's call, so dynamic SQL here costs nothing.
---
--- Concurrency: after the credential is written, a SHARE lock on the events
--- table waits for deliveries already in flight (they may still store this
--- number's events as unrouted) and holds new ones until commit (they will
--- see the credential), so no event slips between routing and replay.
--- Call it in READ COMMITTED (the default).
-
-CREATE OR REPLACE FUNCTION metacloud_add_phone_number(organization_id text,
-    phone_number_id text, waba_id text, access_token text)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    v_cols     text := '"id", "organizationId", "phoneNumberId", "wabaId", "accessToken"';
-    v_vals     text := 'gen_random_uuid()::text, $1, $2, $3, $4';
-    v_set      text := '"organizationId" = excluded."organizationId", '
-                       '"wabaId" = excluded."wabaId", '
-                       '"accessToken" = excluded."accessToken"';
-    v_cred_id  text;
-    v_id       text;
-    v_outcome  text;
-    n_replayed int := 0;
-    n_ok       int := 0;
-    n_pending  int := 0;
-    n_failed   int := 0;
-BEGIN
-    IF coalesce(organization_id, '') = '' OR coalesce(phone_number_id, '') = ''
-    THEN
-        RAISE EXCEPTION 'organization_id and phone_number_id are required';
-    END IF;
-
-    IF NOT EXISTS (SELECT 1 FROM "Organization" WHERE "id" = organization_id)
-    THEN
-        IF EXISTS (SELECT 1 FROM pg_attribute
-                    WHERE attrelid = '"Organization"'::regclass
-                      AND attname = 'updatedAt' AND NOT attisdropped)
-        THEN
-            EXECUTE 'INSERT INTO "Organization" ("id", "updatedAt")
-                     VALUES ($1, now()) ON CONFLICT ("id") DO NOTHING'
-                USING organization_id;
-        ELSE
-            EXECUTE 'INSERT INTO "Organization" ("id")
-                     VALUES ($1) ON CONFLICT ("id") DO NOTHING'
-                USING organization_id;
-        END IF;
-    END IF;
-
-    IF EXISTS (SELECT 1 FROM pg_attribute
-                WHERE attrelid = '"MetaWhatsAppCredential"'::regclass
-                  AND attname = 'updatedAt' AND NOT attisdropped)
-    THEN
-        v_cols := v_cols || ', "updatedAt"';
-        v_vals := v_vals || ', now()';
-        v_set := v_set || ', "updatedAt" = now()';
-    END IF;
-
-    EXECUTE format('INSERT INTO "MetaWhatsAppCredential" (%s) VALUES (%s)
-                    ON CONFLICT ("phoneNumberId") DO UPDATE SET %s
-                    RETURNING "id"', v_cols, v_vals, v_set)
-        INTO v_cred_id
-        USING organization_id, phone_number_id, waba_id, access_token;
-
-    LOCK TABLE meta_cloud_webhook_events IN SHARE MODE;
-
-    FOR v_id IN
-        SELECT w."id" FROM meta_cloud_webhook_events w
-         WHERE w."unrouted"
-           AND (w."scope" = phone_number_id
-                OR (waba_id IS NOT NULL AND w."scope" = 'waba:' || waba_id))
-         ORDER BY w."receivedAt", w."scope", w."webhookId"
-    LOOP
-        v_outcome := metacloud_replay_event(v_id);
-        n_replayed := n_replayed + 1;
-        CASE v_outcome
-            WHEN 'ok' THEN n_ok := n_ok + 1;
-            WHEN 'pending' THEN n_pending := n_pending + 1;
-            ELSE n_failed := n_failed + 1;
-        END CASE;
-    END LOOP;
-
-    RETURN jsonb_build_object('credentialId', v_cred_id,
-                              'organizationId', organization_id,
-                              'replayed', n_replayed,
-                              'processed', n_ok,
-                              'pending', n_pending,
-                              'failed', n_failed);
-END
-$$;
-
-
 -- The module's role and its privileges -------------------------------------
 -- LOGIN, no password set here (the administrator chooses the
 -- authentication: ALTER ROLE ... PASSWORD, or a pg_hba.conf peer/cert rule).
@@ -818,7 +731,6 @@ REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_replay_event(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_add_phone_number(text, text, text, text) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) TO metacloud_module;
 GRANT EXECUTE ON FUNCTION metacloud_schema_version() TO metacloud_module;

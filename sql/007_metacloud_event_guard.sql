@@ -107,6 +107,8 @@ DECLARE
     n_failed      int := 0;
     n_unrouted    int := 0;
     n_pending     int := 0;
+    n_msg_ok      int := 0;
+    n_status_ok   int := 0;
     v_media       jsonb := '[]';
 BEGIN
     IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
@@ -237,9 +239,18 @@ BEGIN
                 n_unrouted := n_unrouted + 1;
             ELSIF v_state = 'pending' THEN
                 n_pending := n_pending + 1;
-            ELSIF v_media_id IS NOT NULL THEN
-                v_media := v_media || jsonb_build_array(jsonb_build_object(
-                               'id', v_media_id, 'mediaId', v_meta_media));
+            ELSIF v_type = 'status' THEN
+                n_status_ok := n_status_ok + 1;
+            ELSIF v_type IN ('message', 'echo', 'history_message',
+                             'history_media')
+            THEN
+                n_msg_ok := n_msg_ok + 1;
+                IF v_media_id IS NOT NULL THEN
+                    v_media := v_media || jsonb_build_array(
+                                   jsonb_build_object('id', v_media_id,
+                                                      'mediaId',
+                                                      v_meta_media));
+                END IF;
             END IF;
         END LOOP;
     END IF;
@@ -253,7 +264,11 @@ BEGIN
             n_events, n_inserted, n_duplicate, n_failed, n_unrouted,
             n_pending);
 
+    -- received, messagesProcessed, statusesProcessed: the PRD's summary
     RETURN jsonb_build_object('rawId', v_raw_id,
+                              'received', true,
+                              'messagesProcessed', n_msg_ok,
+                              'statusesProcessed', n_status_ok,
                               'inserted', n_inserted,
                               'duplicate', n_duplicate,
                               'failed', n_failed,

@@ -17,11 +17,15 @@
 
 #include "mc_core.h"
 #include "ngx_http_metacloud_pg.h"
+#include "ngx_http_metacloud_media.h"
+#include "ngx_http_metacloud_maintenance.h"
 
 
 typedef struct {
-    ngx_http_metacloud_pg_conf_t   pg;
-    ngx_http_metacloud_pg_stmt_t  *ingest;    /* a metacloud_webhook exists */
+    ngx_http_metacloud_pg_conf_t      pg;
+    ngx_http_metacloud_pg_stmt_t     *ingest; /* a metacloud_webhook exists */
+    ngx_http_metacloud_media_conf_t   media;
+    ngx_http_metacloud_maint_conf_t   maint;
 } ngx_http_metacloud_main_conf_t;
 
 

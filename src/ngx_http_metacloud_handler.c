@@ -471,6 +471,9 @@ ngx_http_metacloud_stored(ngx_http_metacloud_pg_query_t *q)
         ngx_http_metacloud_metrics_ingest(r, &rep);
     }
 
+    /* the new media go to this worker's downloads (never awaited) */
+    ngx_http_metacloud_media_queue(ctx->summary.media);
+
     /* events that failed in SQL are the module's or the schema's fault */
 
     if (ctx->summary.failed) {

@@ -22,6 +22,7 @@
 
 #include "ngx_http_metacloud.h"
 #include "ngx_http_metacloud_ingest.h"
+#include "ngx_http_metacloud_media.h"
 #include "ngx_http_metacloud_metrics.h"
 #include "ngx_http_metacloud_status_html.h"
 
@@ -144,6 +145,8 @@ static u_char *ngx_http_metacloud_metrics_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
 static ngx_int_t ngx_http_metacloud_status_handler(ngx_http_request_t *r);
 static void ngx_http_metacloud_metrics_tick(ngx_event_t *ev);
+static void ngx_http_metacloud_metrics_media_result(
+    ngx_http_metacloud_media_result_t *res);
 static void ngx_http_metacloud_metrics_pool_stats(
     ngx_http_metacloud_metrics_slot_t *slot);
 static ngx_int_t ngx_http_metacloud_metrics_backlog_init(ngx_conf_t *cf);
@@ -343,6 +346,38 @@ ngx_http_metacloud_metrics_media(ngx_http_metacloud_media_result_e res,
     (void) ngx_atomic_fetch_add(&sh->media[res], 1);
     (void) ngx_atomic_fetch_add(&sh->media_bytes, bytes);
     ngx_http_metacloud_metrics_observe(&sh->media_duration, duration * 1000);
+}
+
+
+/* the media work's hook: one attempt ended */
+
+static void
+ngx_http_metacloud_metrics_media_result(ngx_http_metacloud_media_result_t *res)
+{
+    ngx_http_metacloud_media_result_e  r;
+
+    switch (res->rc) {
+
+    case NGX_HTTP_METACLOUD_FETCH_DONE:
+        r = NGX_HTTP_METACLOUD_MEDIA_OK;
+        break;
+
+    case NGX_HTTP_METACLOUD_FETCH_RETRY:
+        r = NGX_HTTP_METACLOUD_MEDIA_RETRY;
+        break;
+
+    case NGX_HTTP_METACLOUD_FETCH_EXPIRED:
+        r = NGX_HTTP_METACLOUD_MEDIA_EXPIRED;
+        break;
+
+    default:
+        r = NGX_HTTP_METACLOUD_MEDIA_FAILED;
+        break;
+    }
+
+    ngx_http_metacloud_metrics_media(r, r == NGX_HTTP_METACLOUD_MEDIA_OK
+                                        ? (size_t) res->bytes : 0,
+                                     res->duration);
 }
 
 
@@ -1577,6 +1612,9 @@ ngx_http_metacloud_metrics_init_process(ngx_cycle_t *cycle)
     zone = mmcf->shm_zone->data;
     ngx_http_metacloud_metrics_sh = zone->sh;
 
+    ngx_http_metacloud_media_result_handler =
+                                        ngx_http_metacloud_metrics_media_result;
+
     /* a slot for this worker's pool: a free one, or a dead worker's */
 
     for (i = 0; i < NGX_HTTP_METACLOUD_SLOTS; i++) {
@@ -1628,6 +1666,7 @@ ngx_http_metacloud_metrics_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_metacloud_metrics_sh = NULL;
+    ngx_http_metacloud_media_result_handler = NULL;
 }
 
 

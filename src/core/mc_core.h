@@ -111,10 +111,16 @@ typedef struct {
  *
  * To see jansson's failures, the first call wraps jansson's allocator
  * (json_set_alloc_funcs(), chained to the one in place, again if someone
- * replaces it): make the first call, or install other allocation
+ * replaces it): call mc_core_init(), or make the first call, or install other allocation
  * functions, before other threads use jansson.
  */
 int mc_normalize(const unsigned char *body, size_t len, mc_normalized_t *out);
+
+/*
+ * Installs the allocator wrapper that mc_normalize() would install on its
+ * first call: a program with threads calls it before they start.
+ */
+void mc_core_init(void);
 
 void mc_normalized_free(mc_normalized_t *out);
 

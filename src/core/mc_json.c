@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "mc_normalize_int.h"
+#include "mc_media.h"
 
 
 /*
@@ -73,6 +74,13 @@ mc_alloc_begin(void)
     }
 
     mc_alloc_failures = 0;
+}
+
+
+void
+mc_core_init(void)
+{
+    mc_alloc_begin();
 }
 
 
@@ -523,7 +531,7 @@ mc_real_needs_17(double d)
 int
 mc_sha256_hex(const void *data, size_t len, char *hex)
 {
-    size_t         i, n;
+    size_t         n;
     unsigned char  md[EVP_MAX_MD_SIZE];
 
     /*
@@ -538,12 +546,7 @@ mc_sha256_hex(const void *data, size_t len, char *hex)
         return -1;
     }
 
-    for (i = 0; i < 32; i++) {
-        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
-        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 0x0f];
-    }
-
-    hex[MC_SHA256_HEX_LEN] = '\0';
+    mc_sha256_digest_hex(md, hex);
 
     return 0;
 }

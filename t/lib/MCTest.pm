@@ -49,6 +49,20 @@ our $SECRET       = 'demo-app-secret';
 our $VERIFY_TOKEN = 'demo-verify-token';
 our $WEBHOOK_URI  = '/webhooks/whatsapp';
 
+# the usual http snippet: the test database, one webhook location
+our $WEBHOOK_CONF = <<'EOF';
+metacloud_db "%%DB%%";
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /webhooks/whatsapp {
+        metacloud_webhook;
+        metacloud_verify_token %%VERIFY_TOKEN%%;
+        metacloud_app_secret %%SECRET%%;
+        client_max_body_size 4m;
+    }
+}
+EOF
+
 # psql's null marker: random, so that no data can look like it
 my $NULL = sprintf('<mctest-null-%08x%08x>', rand(2**32), rand(2**32));
 my @INSTANCES;          # weak refs, for END
@@ -639,6 +653,15 @@ sub post_signed {
     return $self->post($uri, $body, %o, headers => $hs);
 }
 
+# a signed POST to the webhook: (status, decoded summary or {}, raw body)
+sub deliver {
+    my ($self, $body, %o) = @_;
+    my ($st, $h, $resp) = $self->post_signed($WEBHOOK_URI, $body, %o);
+    require JSON::PP;
+    my $doc = eval { JSON::PP->new->decode($resp) } || {};
+    return ($st, $doc, $resp);
+}
+
 # ----------------------------------------------------------------------
 # fixtures
 
@@ -694,6 +717,35 @@ sub sql_in {
 sub sql {
     my ($self, $query, @binds) = @_;
     return $self->sql_in($self->{db}, $query, @binds);
+}
+
+# n outbound text messages wamid.<prefix>1..n of one number, each its own
+# delivery through metacloud_ingest(), then backdated by `days` (raw
+# requests and events): old data for retention tests
+sub old_deliveries {
+    my ($self, %o) = @_;
+    my ($n, $phone, $prefix) = @o{qw(n phone prefix)};
+    my $waba = $o{waba} // 'WABA-' . $phone;
+    my $days = $o{days} // 100;
+    $self->sql(qq{
+        SELECT count(metacloud_ingest(convert_to(e::text, 'UTF8'),
+                                      jsonb_build_array(e)))
+          FROM (SELECT jsonb_build_object(
+                    'v', 1, 'field', 'messages', 'eventType', 'message',
+                    'scope', '$phone', 'webhookId', 'msg:wamid.$prefix' || i,
+                    'phoneNumberId', '$phone', 'wabaId', '$waba',
+                    'payload', jsonb_build_object('id', 'wamid.$prefix' || i),
+                    'message', jsonb_build_object(
+                        'wamid', 'wamid.$prefix' || i,
+                        'direction', 'OUTBOUND', 'from', '15550783881',
+                        'to', '5511900000000', 'type', 'TEXT',
+                        'rawType', 'text', 'timestamp', 1700000000,
+                        'text', 'old ' || i)) e
+                  FROM generate_series(1, $n) i) s;
+        UPDATE meta_cloud_webhook_events
+           SET "receivedAt" = now() - interval '$days days';
+        UPDATE meta_cloud_webhook_requests
+           SET "receivedAt" = now() - interval '$days days'});
 }
 
 sub sql1 {
@@ -937,6 +989,8 @@ HTTP (raw IO::Socket::INET; HTTP/1.1, Connection: close):
   $t->http_get($uri, %o)
   $t->post($uri, $body, headers => {..})      Content-Type: application/json
   $t->post_signed($uri, $body, secret => $s, headers => {..})
+  $t->deliver($body, %same)   post_signed to $WEBHOOK_URI: (status,
+        decoded JSON summary or {}, raw answer)
         all return (status, \%headers, $body) in list context (header
         names lower-cased, repeated ones joined with ", ", chunked bodies
         decoded), the status in scalar context.
@@ -965,6 +1019,10 @@ PostgreSQL (psql as the superuser, bytes not decoded):
         allowed (the rows of all are returned); dies on an SQL error.
   $t->sql1($query, @binds)  first column of the first row (or undef)
   $t->sql_in($db, $query, @binds)   same, in another database
+  $t->old_deliveries(n => $n, phone => $p, prefix => 'OLD', waba => ..,
+                     days => 100)
+        n outbound texts wamid.OLD1..n, one delivery each through
+        metacloud_ingest(), raw requests and events backdated by `days`
   $t->pg_stop / $t->pg_start        stop / start the whole test cluster
         (scripts/pg-cluster; suites using them must not run in parallel);
         a suite that stopped it gets it started again at its teardown
@@ -976,6 +1034,8 @@ Valgrind: MCTest::valgrind_problems($log_text, $is_master) returns the
 lines of one valgrind log that make the teardown fail (used by stop()).
 
 Variables: $MCTest::SECRET ('demo-app-secret'), $MCTest::VERIFY_TOKEN
-('demo-verify-token'), $MCTest::WEBHOOK_URI ('/webhooks/whatsapp').
+('demo-verify-token'), $MCTest::WEBHOOK_URI ('/webhooks/whatsapp'),
+$MCTest::WEBHOOK_CONF (an http snippet: the test database, a webhook
+location with the secret and token above, client_max_body_size 4m).
 
 =cut

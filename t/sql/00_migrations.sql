@@ -1,4 +1,4 @@
--- The migrations: schema version 8 or later, and every file can be applied
+-- The migrations: the newest schema version, and every file can be applied
 -- again
 -- (in a transaction rolled back at the end) without error or change; a
 -- platform's replacement of a host hook survives a re-run.
@@ -20,6 +20,10 @@ SET client_min_messages = warning;
 \ir ../../sql/003_metacloud_ingest.sql
 \ir ../../sql/004_metacloud_bridge.sql
 \ir ../../sql/004_metacloud_bridge.sql
+\ir ../../sql/005_metacloud_media.sql
+\ir ../../sql/005_metacloud_media.sql
+\ir ../../sql/006_metacloud_operations.sql
+\ir ../../sql/006_metacloud_operations.sql
 \ir ../../sql/007_metacloud_event_guard.sql
 \ir ../../sql/007_metacloud_event_guard.sql
 \ir ../../sql/008_metacloud_metrics.sql
@@ -28,11 +32,12 @@ RESET client_min_messages;
 
 DO $$
 BEGIN
-    PERFORM pg_temp.is(metacloud_schema_version() >= 8, true,
+    PERFORM pg_temp.is(metacloud_schema_version(),
+                       (SELECT max(version) FROM metacloud_schema_migrations),
                        'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
                           FROM metacloud_schema_migrations)
-                       @> ARRAY[1, 2, 3, 4, 7, 8], true, 'recorded versions');
+                       @> ARRAY[1, 2, 3, 4, 5, 6, 7, 8], true, 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
                                    data_type::text, is_nullable::text
