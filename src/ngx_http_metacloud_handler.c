@@ -13,6 +13,7 @@
 
 #include "ngx_http_metacloud_handler.h"
 #include "ngx_http_metacloud_ingest.h"
+#include "ngx_http_metacloud_metrics.h"
 
 #include <openssl/crypto.h>
 
@@ -435,6 +436,8 @@ ngx_http_metacloud_normalized(ngx_http_request_t *r,
 
     ctx->normalized = 1;
 
+    ngx_http_metacloud_metrics_body(r, &ctx->norm);
+
     if (ctx->norm.rc != MC_BODY_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "metacloud: signed body kept as %s: %s",
@@ -626,10 +629,11 @@ ngx_http_metacloud_store(ngx_http_request_t *r, ngx_http_metacloud_ctx_t *ctx)
 static void
 ngx_http_metacloud_stored(ngx_http_metacloud_pg_query_t *q)
 {
-    ngx_int_t                  rc, status;
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_metacloud_ctx_t  *ctx;
+    ngx_int_t                            rc, status;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_metacloud_ctx_t            *ctx;
+    ngx_http_metacloud_ingest_report_t   rep;
 
     r = q->data;
     c = r->connection;
@@ -669,6 +673,19 @@ ngx_http_metacloud_stored(ngx_http_metacloud_pg_query_t *q)
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, c->log, 0,
                       "metacloud: out of memory reading the ingest summary");
+    }
+
+    if (rc == NGX_OK) {
+        rep.inserted = ctx->summary.inserted;
+        rep.duplicate = ctx->summary.duplicate;
+        rep.failed = ctx->summary.failed;
+        rep.unrouted = ctx->summary.unrouted;
+        rep.pending = ctx->summary.pending;
+        rep.db_time = ctx->db_time;
+        rep.raw_id = ctx->summary.raw_id;
+        rep.organizations = ctx->summary.organizations;
+
+        ngx_http_metacloud_metrics_ingest(r, &rep);
     }
 
     /* the new media go to this worker's downloads (never awaited) */

@@ -11,6 +11,8 @@
 
 static ngx_int_t ngx_http_metacloud_ingest_media(json_t *media,
     ngx_pool_t *pool, ngx_http_metacloud_summary_t *s);
+static ngx_int_t ngx_http_metacloud_ingest_orgs(const char *orgs,
+    ngx_pool_t *pool, ngx_http_metacloud_summary_t *s);
 static ngx_int_t ngx_http_metacloud_json_str(json_t *v, ngx_pool_t *pool,
     ngx_str_t *s);
 
@@ -19,6 +21,9 @@ static ngx_str_t  ngx_http_metacloud_ingest_name =
     ngx_string("metacloud_ingest_stmt");
 static ngx_str_t  ngx_http_metacloud_ingest_sql =
     ngx_string("SELECT metacloud_ingest($1::bytea, $2::jsonb, $3::jsonb)");
+static ngx_str_t  ngx_http_metacloud_ingest_orgs_sql =
+    ngx_string("SELECT metacloud_ingest($1::bytea, $2::jsonb, $3::jsonb), "
+               "metacloud_organizations($2::jsonb)");
 static ngx_str_t  ngx_http_metacloud_ingest_ok =
     ngx_string("{\"status\":\"ok\"}");
 
@@ -28,6 +33,19 @@ ngx_http_metacloud_ingest_register(ngx_conf_t *cf)
 {
     return ngx_http_metacloud_pg_add_stmt(cf, &ngx_http_metacloud_ingest_name,
                                           &ngx_http_metacloud_ingest_sql, 3);
+}
+
+
+/*
+ * The organisations of the delivery ($metacloud_organization) in the same
+ * round trip: a second column, asked for only when a log format uses the
+ * variable (it costs PostgreSQL a function call per delivery).
+ */
+
+void
+ngx_http_metacloud_ingest_organizations(ngx_http_metacloud_pg_stmt_t *stmt)
+{
+    stmt->sql = ngx_http_metacloud_ingest_orgs_sql;
 }
 
 
@@ -103,7 +121,7 @@ ngx_http_metacloud_ingest_summary(PGresult *res, mc_normalized_t *norm,
     ngx_memzero(s, sizeof(ngx_http_metacloud_summary_t));
     s->reply = ngx_http_metacloud_ingest_ok;
 
-    if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+    if (PQntuples(res) != 1 || PQnfields(res) < 1) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "metacloud: metacloud_ingest() returned %d rows",
                       PQntuples(res));
@@ -132,6 +150,10 @@ ngx_http_metacloud_ingest_summary(PGresult *res, mc_normalized_t *norm,
     if (rc == NGX_OK) {
         rc = ngx_http_metacloud_ingest_media(json_object_get(doc, "media"),
                                              pool, s);
+    }
+
+    if (rc == NGX_OK && PQnfields(res) > 1) {
+        rc = ngx_http_metacloud_ingest_orgs(PQgetvalue(res, 0, 1), pool, s);
     }
 
     /* the answer is the summary: the media list is for the media queue */
@@ -205,6 +227,53 @@ ngx_http_metacloud_ingest_media(json_t *media, ngx_pool_t *pool,
             return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* metacloud_organizations(): a jsonb array of ids, joined with "," */
+
+static ngx_int_t
+ngx_http_metacloud_ingest_orgs(const char *orgs, ngx_pool_t *pool,
+    ngx_http_metacloud_summary_t *s)
+{
+    size_t   i, len;
+    u_char  *p;
+    json_t  *doc, *org;
+
+    doc = json_loads(orgs, 0, NULL);
+
+    len = 0;
+
+    json_array_foreach(doc, i, org) {
+        len += json_string_length(org) + 1;
+    }
+
+    if (len == 0) {
+        json_decref(doc);
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        json_decref(doc);
+        return NGX_ERROR;
+    }
+
+    s->organizations.data = p;
+
+    json_array_foreach(doc, i, org) {
+        if (p > s->organizations.data) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, json_string_value(org), json_string_length(org));
+    }
+
+    s->organizations.len = p - s->organizations.data;
+
+    json_decref(doc);
 
     return NGX_OK;
 }

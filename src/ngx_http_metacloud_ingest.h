@@ -5,8 +5,9 @@
  * The ingest statement: metacloud_ingest(raw bytea, events jsonb, info
  * jsonb) stores one delivery in one transaction (docs/SQL.md).  Its
  * parameters are built from a normalised body, its jsonb result is read
- * into a summary: the counts, the answer to Meta, and the media rows it
- * made pending, which the media work takes from here.
+ * into a summary: the counts, the answer to Meta, the organisations of the
+ * delivery (metacloud_organizations(), same round trip), and the media
+ * rows it made pending, which the media work takes from here.
  */
 
 
@@ -25,6 +26,8 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                       raw_id;
+    ngx_str_t                       organizations; /* "a,b", or empty;
+                                                      see _organizations() */
     int64_t                         inserted;
     int64_t                         duplicate;
     int64_t                         failed;
@@ -46,6 +49,8 @@ typedef struct {
 
 ngx_http_metacloud_pg_stmt_t *ngx_http_metacloud_ingest_register(
     ngx_conf_t *cf);
+void ngx_http_metacloud_ingest_organizations(
+    ngx_http_metacloud_pg_stmt_t *stmt);
 ngx_int_t ngx_http_metacloud_ingest_init(ngx_http_metacloud_ingest_t *in,
     ngx_http_metacloud_pg_stmt_t *stmt, ngx_str_t *body,
     mc_normalized_t *norm, ngx_uint_t signature_checked);

@@ -24,6 +24,7 @@
 #include "ngx_http_metacloud.h"
 #include "ngx_http_metacloud_ingest.h"
 #include "ngx_http_metacloud_media.h"
+#include "ngx_http_metacloud_metrics.h"
 
 #include "mc_media.h"
 
@@ -812,6 +813,7 @@ ngx_http_metacloud_media_claimed(ngx_http_metacloud_pg_query_t *q)
 #endif
 
         w->running++;
+        ngx_http_metacloud_metrics_media_in_flight(1);
         ngx_http_metacloud_media_hold();
     }
 
@@ -927,6 +929,7 @@ ngx_http_metacloud_media_fetched(ngx_event_t *ev)
     }
 
     w->running--;
+    ngx_http_metacloud_metrics_media_in_flight(-1);
 
     if (f->rc != NGX_HTTP_METACLOUD_FETCH_DONE) {
         /*

@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_metacloud.h"
+#include "ngx_http_metacloud_metrics.h"
 
 
 #define NGX_HTTP_METACLOUD_PG_BACKOFF_MIN   100
@@ -57,6 +58,7 @@ struct ngx_http_metacloud_pg_s {
 
     unsigned                          down:1;   /* last attempt failed */
     unsigned                          no_slots:1; /* that warning is out */
+    unsigned                          outage:1; /* logged, not over yet */
 };
 
 
@@ -102,6 +104,12 @@ static u_char *ngx_http_metacloud_pg_flatten(const char *msg, u_char *buf,
     size_t len);
 static u_char *ngx_http_metacloud_pg_errmsg(PGconn *pgconn, u_char *buf,
     size_t len);
+static ngx_uint_t ngx_http_metacloud_pg_failure(ngx_http_metacloud_pg_t *pg,
+    ngx_uint_t level, ngx_http_metacloud_db_error_e reason);
+static ngx_uint_t ngx_http_metacloud_pg_result_failure(
+    ngx_http_metacloud_pg_conn_t *pc, PGresult *res);
+static void ngx_http_metacloud_pg_recovered(ngx_http_metacloud_pg_t *pg,
+    ngx_log_t *log);
 
 
 ngx_http_metacloud_pg_stmt_t *
@@ -432,7 +440,7 @@ ngx_int_t
 ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q)
 {
-    ngx_uint_t                     i, connecting;
+    ngx_uint_t                     i, connecting, level;
     ngx_http_metacloud_pg_conn_t  *pc;
 
     q->pg = pg;
@@ -488,7 +496,10 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
 
     if (pg->nwaiting >= pg->conf->queue_size + connecting + (pc ? 1 : 0)) {
         if (pg->conf->queue_size) {
-            ngx_log_error(NGX_LOG_WARN, q->log, 0,
+            level = ngx_http_metacloud_pg_failure(pg, NGX_LOG_WARN,
+                                              NGX_HTTP_METACLOUD_DB_TIMEOUT);
+
+            ngx_log_error(level, q->log, 0,
                           "metacloud: %ui queries wait for a database "
                           "connection, metacloud_db_queue is full",
                           pg->nwaiting);
@@ -566,7 +577,8 @@ ngx_http_metacloud_pg_cancel(ngx_http_metacloud_pg_query_t *q)
 static void
 ngx_http_metacloud_pg_connect(ngx_http_metacloud_pg_conn_t *pc)
 {
-    u_char                   msg[NGX_MAX_ERROR_STR];
+    u_char                    msg[NGX_MAX_ERROR_STR];
+    ngx_uint_t                level;
     ngx_http_metacloud_pg_t  *pg;
 
     pg = pc->pg;
@@ -583,7 +595,10 @@ ngx_http_metacloud_pg_connect(ngx_http_metacloud_pg_conn_t *pc)
     pg->nopen++;
 
     if (PQstatus(pc->pgconn) == CONNECTION_BAD) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        level = ngx_http_metacloud_pg_failure(pg, NGX_LOG_ERR,
+                                              NGX_HTTP_METACLOUD_DB_CONNECT);
+
+        ngx_log_error(level, ngx_cycle->log, 0,
                       "metacloud: could not connect to PostgreSQL: %s",
                       ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
                                                    sizeof(msg)));
@@ -767,6 +782,7 @@ ngx_http_metacloud_pg_forget_socket(ngx_connection_t *c)
 static void
 ngx_http_metacloud_pg_event_handler(ngx_event_t *ev)
 {
+    ngx_uint_t                     level;
     ngx_connection_t              *c;
     ngx_http_metacloud_pg_conn_t  *pc;
 
@@ -792,7 +808,10 @@ ngx_http_metacloud_pg_event_handler(ngx_event_t *ev)
     if (ev->timedout) {
         ev->timedout = 0;
 
-        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+        level = ngx_http_metacloud_pg_failure(pc->pg, NGX_LOG_ERR,
+                                              NGX_HTTP_METACLOUD_DB_TIMEOUT);
+
+        ngx_log_error(level, c->log, NGX_ETIMEDOUT,
                       "metacloud: PostgreSQL %s timed out (%M ms)",
                       pc->state == NGX_HTTP_METACLOUD_PG_CONNECTING
                       ? "connect" : "query", pc->pg->conf->timeout);
@@ -893,17 +912,22 @@ static void
 ngx_http_metacloud_pg_connect_failed(ngx_http_metacloud_pg_conn_t *pc)
 {
     u_char                   msg[NGX_MAX_ERROR_STR];
+    ngx_uint_t               level;
     ngx_http_metacloud_pg_t  *pg;
 
     pg = pc->pg;
 
     (void) ngx_http_metacloud_pg_errmsg(pc->pgconn, msg, sizeof(msg));
 
+    /* counted, and an outage logged once (at its start) */
+    level = ngx_http_metacloud_pg_failure(pg, NGX_LOG_ERR,
+                                          NGX_HTTP_METACLOUD_DB_CONNECT);
+
     if (ngx_strstr(msg, "too many clients") == NULL
         && ngx_strstr(msg, "too many connections") == NULL
         && ngx_strstr(msg, "connection slots are reserved") == NULL)
     {
-        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+        ngx_log_error(level, pc->c->log, 0,
                       "metacloud: could not connect to PostgreSQL: %s", msg);
         ngx_http_metacloud_pg_close(pc, 1);
         return;
@@ -1029,6 +1053,7 @@ ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
 {
     u_char          msg[NGX_MAX_ERROR_STR];
     char           *v;
+    ngx_uint_t      level;
     PGresult       *res;
     ExecStatusType  st;
 
@@ -1068,7 +1093,9 @@ ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
             || st == PGRES_NONFATAL_ERROR)
         {
             if (!pc->failed) {
-                ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                level = ngx_http_metacloud_pg_result_failure(pc, res);
+
+                ngx_log_error(level, pc->c->log, 0,
                               "metacloud: PostgreSQL: %s%s",
                               ngx_http_metacloud_pg_flatten(
                                   PQresultErrorMessage(res), msg, sizeof(msg)),
@@ -1112,12 +1139,16 @@ ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
 static void
 ngx_http_metacloud_pg_init_done(ngx_http_metacloud_pg_conn_t *pc)
 {
+    ngx_uint_t                level;
     ngx_http_metacloud_pg_t  *pg;
 
     pg = pc->pg;
 
     if (pc->version != NGX_ERROR && pc->version < pg->conf->schema_version) {
-        ngx_log_error(NGX_LOG_ALERT, pc->c->log, 0,
+        level = ngx_http_metacloud_pg_failure(pg, NGX_LOG_ALERT,
+                                              NGX_HTTP_METACLOUD_DB_SCHEMA);
+
+        ngx_log_error(level, pc->c->log, 0,
                       "metacloud: the database schema is version %i, this "
                       "module needs %i: run sql/migrate",
                       pc->version, pg->conf->schema_version);
@@ -1135,6 +1166,8 @@ ngx_http_metacloud_pg_init_done(ngx_http_metacloud_pg_conn_t *pc)
 
     pg->down = 0;
     pg->backoff = NGX_HTTP_METACLOUD_PG_BACKOFF_MIN;
+
+    ngx_http_metacloud_pg_recovered(pg, pc->c->log);
 
     ngx_http_metacloud_pg_set_idle(pc);
     ngx_http_metacloud_pg_dispatch(pg);
@@ -1162,6 +1195,7 @@ ngx_http_metacloud_pg_query_done(ngx_http_metacloud_pg_conn_t *pc)
                                            NULL);
 
         } else {
+            ngx_http_metacloud_pg_recovered(pc->pg, pc->c->log);
             ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_OK, res);
             res = NULL;
         }
@@ -1416,11 +1450,15 @@ ngx_http_metacloud_pg_fail_waiting(ngx_http_metacloud_pg_t *pg)
 static void
 ngx_http_metacloud_pg_wait_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                      level;
     ngx_http_metacloud_pg_query_t  *q;
 
     q = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, q->log, NGX_ETIMEDOUT,
+    level = ngx_http_metacloud_pg_failure(q->pg, NGX_LOG_ERR,
+                                          NGX_HTTP_METACLOUD_DB_TIMEOUT);
+
+    ngx_log_error(level, q->log, NGX_ETIMEDOUT,
                   "metacloud: no PostgreSQL connection within %M ms",
                   q->pg->conf->timeout);
 
@@ -1542,4 +1580,78 @@ ngx_http_metacloud_pg_errmsg(PGconn *pgconn, u_char *buf, size_t len)
     return ngx_http_metacloud_pg_flatten(pgconn ? PQerrorMessage(pgconn)
                                                 : "out of memory",
                                          buf, len);
+}
+
+
+/*
+ * An outage (PostgreSQL unreachable, too slow, overloaded, an old schema)
+ * is logged at its level once, when it starts: the same trouble again, on
+ * each reconnection attempt or each request refused, is "info" until a
+ * connection or a statement succeeds, which is logged at "notice".  Every
+ * failure is counted (metacloud_db_errors_total).
+ */
+
+static ngx_uint_t
+ngx_http_metacloud_pg_failure(ngx_http_metacloud_pg_t *pg, ngx_uint_t level,
+    ngx_http_metacloud_db_error_e reason)
+{
+    ngx_http_metacloud_metrics_db_error(reason);
+
+    if (pg->outage) {
+        return NGX_LOG_INFO;
+    }
+
+    pg->outage = 1;
+
+    return level;
+}
+
+
+static void
+ngx_http_metacloud_pg_recovered(ngx_http_metacloud_pg_t *pg, ngx_log_t *log)
+{
+    if (pg->outage) {
+        pg->outage = 0;
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "metacloud: PostgreSQL answers again");
+    }
+}
+
+
+/*
+ * A statement's error: during the connection's set-up it is the schema's
+ * (a function missing), a cancelled statement is the server's
+ * statement_timeout, connection and resource errors are an outage; any
+ * other is that statement's own, logged each time.
+ */
+
+static ngx_uint_t
+ngx_http_metacloud_pg_result_failure(ngx_http_metacloud_pg_conn_t *pc,
+    PGresult *res)
+{
+    char  *state;
+
+    if (pc->state == NGX_HTTP_METACLOUD_PG_INIT) {
+        return ngx_http_metacloud_pg_failure(pc->pg, NGX_LOG_ERR,
+                                             NGX_HTTP_METACLOUD_DB_SCHEMA);
+    }
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state && ngx_strcmp(state, "57014") == 0) {
+        return ngx_http_metacloud_pg_failure(pc->pg, NGX_LOG_ERR,
+                                             NGX_HTTP_METACLOUD_DB_TIMEOUT);
+    }
+
+    if (state && (ngx_strncmp(state, "08", 2) == 0
+                  || ngx_strncmp(state, "53", 2) == 0
+                  || ngx_strncmp(state, "57P", 3) == 0))
+    {
+        return ngx_http_metacloud_pg_failure(pc->pg, NGX_LOG_ERR,
+                                             NGX_HTTP_METACLOUD_DB_QUERY);
+    }
+
+    ngx_http_metacloud_metrics_db_error(NGX_HTTP_METACLOUD_DB_QUERY);
+
+    return NGX_LOG_ERR;
 }

@@ -40,6 +40,14 @@ my $dir = $t->testdir;
 my ($meta, $store) = MCMedia::setup($t, org => $ORG, phone => $PHONE,
                                     token => $TOKEN);
 
+# the metrics of the downloads, on a port of their own
+my $SPORT = MCTest::_free_port();
+
+sub scrape {
+    my (undef, undef, $text) = $t->http_get('/status', port => $SPORT);
+    return $text // '';
+}
+
 sub conf {
     my (%o) = @_;
     my $media = $o{media} // <<"EOF";
@@ -56,6 +64,10 @@ metacloud_db "%%DB%%";
 metacloud_db_timeout 10s;
 $media
 $MCMedia::SERVER
+server {
+    listen 127.0.0.1:$SPORT;
+    location = /status { metacloud_status; }
+}
 EOF
 }
 
@@ -208,6 +220,15 @@ like(media_row('854')->{key}, qr/\.pdf$/, 'and its extension');
 like(media_row('853')->{key}, qr/\.ogg$/, 'audio/ogg; codecs=opus: .ogg');
 is(scalar(() = glob("$store/.tmp/*")), 0, 'no temporary file left');
 
+my $prom = scrape();
+like($prom, qr/^metacloud_media_downloads_total\{result="ok"\} 4$/m,
+     'metrics: 4 downloads ok');
+like($prom, qr/^metacloud_media_bytes_total 67006$/m,
+     'metrics: their bytes (20001 + 20002 + 20003 + 7000)');
+like($prom, qr/^metacloud_media_download_duration_seconds_count 4$/m,
+     'metrics: 4 durations');
+like($prom, qr/^metacloud_media_in_flight 0$/m, 'metrics: none in flight');
+
 # ======================================================================
 # 3. failures
 
@@ -285,6 +306,12 @@ unlike($t->error_log, qr/\Q$TOKEN\E/, 'the token is never in the log');
 is($t->sql1(q{SELECT count(*) FROM meta_cloud_media
                WHERE "downloadError" LIKE '%' || :'v1' || '%'}, $TOKEN), 0,
    'nor in an error column');
+
+$prom = scrape();
+for my $r (qw(retry failed expired)) {
+    like($prom, qr/^metacloud_media_downloads_total\{result="$r"\} [1-9]/m,
+         "metrics: $r counted");
+}
 
 # ======================================================================
 # 4. the sweep: rows written while media was off

@@ -21,7 +21,7 @@
 #define MC_EVENT_VERSION     1
 
 /* the schema version (sql/) this build of the module needs at least */
-#define MC_SCHEMA_VERSION    3
+#define MC_SCHEMA_VERSION    8
 
 
 typedef struct {
@@ -71,6 +71,26 @@ typedef enum {
 } mc_body_rc_e;
 
 
+/* the eventType values of docs/EVENTS.md, in a fixed order */
+#define MC_EVENT_TYPES(X)                                                     \
+    X(MESSAGE,         "message")                                             \
+    X(STATUS,          "status")                                              \
+    X(ECHO,            "echo")                                                \
+    X(HISTORY_MESSAGE, "history_message")                                     \
+    X(HISTORY_MEDIA,   "history_media")                                       \
+    X(HISTORY_ERROR,   "history_error")                                       \
+    X(STATE_SYNC,      "state_sync")                                          \
+    X(ERROR,           "error")                                               \
+    X(GENERIC,         "generic")
+
+#define MC_EVENT_TYPE_ENUM(id, name)  MC_EVENT_##id,
+
+typedef enum {
+    MC_EVENT_TYPES(MC_EVENT_TYPE_ENUM)
+    MC_EVENT_NTYPES
+} mc_event_type_e;
+
+
 typedef struct {
     mc_body_rc_e          rc;
     char                  error[200];     /* why, when rc != MC_BODY_OK */
@@ -78,6 +98,7 @@ typedef struct {
     char                 *events;         /* malloc()ed, compact JSON array */
     size_t                events_len;
     size_t                nevents;
+    size_t                ntypes[MC_EVENT_NTYPES];  /* events per type */
 } mc_normalized_t;
 
 
@@ -104,6 +125,9 @@ void mc_core_init(void);
 void mc_normalized_free(mc_normalized_t *out);
 
 const char *mc_body_rc_str(mc_body_rc_e rc);
+
+/* "message", "status", ... (the eventType of docs/EVENTS.md) */
+const char *mc_event_type_str(mc_event_type_e type);
 
 
 #endif /* _MC_CORE_H_INCLUDED_ */

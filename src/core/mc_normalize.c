@@ -51,6 +51,7 @@ static void mc_walk_change(mc_ctx_t *ctx, json_t *change);
 static int mc_walk_array(mc_ctx_t *ctx, const char *name,
     mc_item_pt handler);
 static void mc_walk_whole_value(mc_ctx_t *ctx);
+static void mc_count_types(json_t *events, size_t *ntypes);
 
 static void mc_on_message(mc_ctx_t *ctx, json_t *item);
 static void mc_on_echo(mc_ctx_t *ctx, json_t *item);
@@ -169,6 +170,7 @@ done:
     }
 
     out->nevents = json_array_size(ctx.events);
+    mc_count_types(ctx.events, out->ntypes);
     out->events = json_dumps(ctx.events, MC_EVENTS_FLAGS(&ctx));
 
     if (out->events == NULL || ctx.oom || mc_alloc_failed()) {
@@ -200,6 +202,46 @@ mc_normalized_free(mc_normalized_t *out)
     out->events = NULL;
     out->events_len = 0;
     out->nevents = 0;
+    memset(out->ntypes, 0, sizeof(out->ntypes));
+}
+
+
+#define MC_EVENT_TYPE_NAME(id, name)  name,
+
+static const char  *mc_event_type_names[] = {
+    MC_EVENT_TYPES(MC_EVENT_TYPE_NAME)
+    NULL
+};
+
+
+const char *
+mc_event_type_str(mc_event_type_e type)
+{
+    return type < MC_EVENT_NTYPES ? mc_event_type_names[type] : "unknown";
+}
+
+
+/* the metrics count events by type: every eventType is one of the list */
+
+static void
+mc_count_types(json_t *events, size_t *ntypes)
+{
+    size_t       i, t;
+    const char  *type;
+
+    memset(ntypes, 0, MC_EVENT_NTYPES * sizeof(size_t));
+
+    for (i = 0; i < json_array_size(events); i++) {
+        type = json_string_value(json_object_get(json_array_get(events, i),
+                                                 "eventType"));
+
+        for (t = 0; type != NULL && t < MC_EVENT_NTYPES; t++) {
+            if (strcmp(type, mc_event_type_names[t]) == 0) {
+                ntypes[t]++;
+                break;
+            }
+        }
+    }
 }
 
 

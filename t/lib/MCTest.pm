@@ -801,7 +801,15 @@ sub pg_stop {
     my ($rc, $out, $err) = _run(["$self->{root}/scripts/pg-cluster", 'stop',
                                  $self->_pg_dir]);
     croak "MCTest: pg_stop: $out$err" if $rc != 0;
+    $self->{pg_stopped} = 1;
     return 1;
+}
+
+sub pg_running {
+    my ($self) = @_;
+    my ($rc) = _run(["$self->{root}/scripts/pg-cluster", 'status',
+                     $self->_pg_dir]);
+    return $rc == 0 ? 1 : 0;
 }
 
 sub pg_start {
@@ -844,6 +852,12 @@ sub _teardown {
     $self->{torn_down} = 1;
 
     $self->stop;
+
+    # the shared cluster is up when a suite that stopped it ends
+    if ($self->{pg_stopped} && !eval { $self->pg_running }) {
+        eval { $self->pg_start }
+            or $TB->diag("MCTest: cannot restart the test cluster: $@");
+    }
 
     my $passing = $TB->is_passing && !$self->{failed};
     if ($passing && !$ENV{MC_KEEP}) {
@@ -1010,7 +1024,9 @@ PostgreSQL (psql as the superuser, bytes not decoded):
         n outbound texts wamid.OLD1..n, one delivery each through
         metacloud_ingest(), raw requests and events backdated by `days`
   $t->pg_stop / $t->pg_start        stop / start the whole test cluster
-        (scripts/pg-cluster; suites using them must not run in parallel)
+        (scripts/pg-cluster; suites using them must not run in parallel);
+        a suite that stopped it gets it started again at its teardown
+  $t->pg_running                    1 while the test cluster runs
 
 Logs: $t->error_log    the contents of logs/error.log
 

@@ -1,4 +1,5 @@
--- The migrations: the newest schema version, and every file can be applied again
+-- The migrations: the newest schema version, and every file can be applied
+-- again
 -- (in a transaction rolled back at the end) without error or change; a
 -- platform's replacement of a host hook survives a re-run.
 BEGIN;
@@ -25,6 +26,8 @@ SET client_min_messages = warning;
 \ir ../../sql/006_metacloud_operations.sql
 \ir ../../sql/007_metacloud_event_guard.sql
 \ir ../../sql/007_metacloud_event_guard.sql
+\ir ../../sql/008_metacloud_metrics.sql
+\ir ../../sql/008_metacloud_metrics.sql
 RESET client_min_messages;
 
 DO $$
@@ -34,7 +37,7 @@ BEGIN
                        'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
                           FROM metacloud_schema_migrations)
-                       @> ARRAY[1, 2, 3, 4, 5, 6, 7], true, 'recorded versions');
+                       @> ARRAY[1, 2, 3, 4, 5, 6, 7, 8], true, 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
                                    data_type::text, is_nullable::text

@@ -1,6 +1,6 @@
 -- Least privilege: metacloud_module may execute metacloud_ingest(),
--- metacloud_schema_version() and the media queue's functions, and nothing
--- else.
+-- metacloud_schema_version(), the media queue's functions and the metrics'
+-- metacloud_backlog() and metacloud_organizations(), and nothing else.
 BEGIN;
 \ir helpers.psql
 
@@ -38,7 +38,9 @@ BEGIN
                                          'metacloud_media_claim(text[],integer,interval,integer)',
                                          'metacloud_media_done(text,integer,text,text,text,text,bigint,text)',
                                          'metacloud_media_fail(text,integer,text,boolean,integer,interval)',
-                                         'metacloud_maintain(interval,interval,interval,integer)'),
+                                         'metacloud_maintain(interval,interval,interval,integer)',
+                                         'metacloud_backlog()',
+                                         'metacloud_organizations(jsonb)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 

@@ -30,7 +30,7 @@ static char          sha[65];
 static json_t *
 norm_len(const char *body, size_t len)
 {
-    size_t           i, n;
+    size_t           i, n, t, total;
     json_t          *events;
     unsigned char    md[32];
     json_error_t     err;
@@ -48,6 +48,7 @@ norm_len(const char *body, size_t len)
     }
 
     rc = out.rc;
+    total = 0;
 
     events = json_loadb(out.events, out.events_len, 0, &err);
 
@@ -55,6 +56,31 @@ norm_len(const char *body, size_t len)
         || (out.rc == MC_BODY_OK) != (out.error[0] == '\0'))
     {
         printf("# inconsistent output: %s\n", out.events);
+        exit(1);
+    }
+
+    /* ntypes: each event counted once, under its own eventType */
+
+    for (t = 0; t < MC_EVENT_NTYPES; t++) {
+        n = 0;
+
+        for (i = 0; i < json_array_size(events); i++) {
+            n += strcmp(json_string_value(json_object_get(
+                            json_array_get(events, i), "eventType")),
+                        mc_event_type_str(t)) == 0;
+        }
+
+        if (n != out.ntypes[t]) {
+            printf("# ntypes[%s] is %zu, the events have %zu\n",
+                   mc_event_type_str(t), out.ntypes[t], n);
+            exit(1);
+        }
+
+        total += n;
+    }
+
+    if (total != out.nevents) {
+        printf("# an eventType outside MC_EVENT_TYPES: %s\n", out.events);
         exit(1);
     }
 
