@@ -38,7 +38,9 @@ BEGIN
                                          'metacloud_media_claim(text[],integer,interval,integer)',
                                          'metacloud_media_done(text,integer,text,text,text,text,bigint,text)',
                                          'metacloud_media_fail(text,integer,text,boolean,integer,interval)',
-                                         'metacloud_maintain(interval,interval,interval,integer)'),
+                                         'metacloud_maintain(interval,interval,interval,integer)',
+                                         'metacloud_media_cleanup_claim(integer,interval)',
+                                         'metacloud_media_cleanup_done(text[],integer[],text[],interval)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
