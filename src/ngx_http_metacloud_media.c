@@ -70,6 +70,7 @@ typedef struct {
 
     /* the file removals: one batch at a time */
     unsigned                          cleaning:1;
+    ngx_msec_t                        cleanup_next;  /* the next claim */
     ngx_http_metacloud_pg_query_t     cleanup;  /* its claim */
     const char                       *cleanup_values[2];
     u_char                            cleanup_limit[NGX_INT_T_LEN + 1];
@@ -1189,7 +1190,14 @@ ngx_http_metacloud_media_sweep(ngx_event_t *ev)
         ngx_http_metacloud_media_claim(w->conf->concurrency - w->busy, NULL);
     }
 
-    if (!w->cleaning) {
+    /*
+     * Removals are claimed once a sweep interval, not after every
+     * download, unless the last batch was full (more may be due).
+     */
+    if (!w->cleaning
+        && (ngx_msec_int_t) (ngx_current_msec - w->cleanup_next) >= 0)
+    {
+        w->cleanup_next = ngx_current_msec + NGX_HTTP_METACLOUD_MEDIA_SWEEP;
         ngx_http_metacloud_media_cleanup_claim(w);
     }
 
@@ -1512,6 +1520,18 @@ ngx_http_metacloud_media_cleanup_recorded(ngx_http_metacloud_pg_query_t *q)
         }
 
         w->cleaning = 0;
+
+        if (b->n == w->conf->concurrency && !ngx_exiting
+            && !w->sweep.posted)
+        {
+            w->cleanup_next = ngx_current_msec;
+
+            if (w->sweep.timer_set) {
+                ngx_del_timer(&w->sweep);
+            }
+
+            ngx_post_event(&w->sweep, &ngx_posted_events);
+        }
     }
 
     ngx_free(b->arrays);

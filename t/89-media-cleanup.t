@@ -6,7 +6,8 @@
 #   1. local storage: downloaded files; metacloud_forget_contact() of one
 #      person and metacloud_purge() of an orphaned media remove their
 #      files and their queue rows; another person's file stays
-#   2. a queued file already gone: the row goes (done); a key that climbs
+#   2. a queued file already gone: the row goes (done), ten of them too
+#      (several batches); a key that climbs
 #      out of metacloud_media_path: refused, the file outside untouched,
 #      the row kept with its error and a back-off
 #   3. S3 storage: after metacloud_forget_contact() the object is gone from
@@ -149,6 +150,16 @@ $t->sql(q{INSERT INTO meta_cloud_media_deletions
 ok(MCMedia::wait_until(10 * $tf, sub {
        queued("$ORG/2020/01/01/89004.jpg") == 0 }),
    'a queued file already gone: the row ends done (deleted)');
+
+# more than a batch (metacloud_media_concurrency, 4): several batches
+$t->sql(q{INSERT INTO meta_cloud_media_deletions
+              ("mediaId", "storageProvider", "storageKey", "reason")
+          SELECT 'many', 'local', 'many/' || i || '.jpg', 'test'
+            FROM generate_series(1, 10) i});
+ok(MCMedia::wait_until(10 * $tf, sub {
+       $t->sql1(q{SELECT count(*) FROM meta_cloud_media_deletions
+                   WHERE "mediaId" = 'many'}) == 0 }),
+   'ten queued rows: all done');
 
 my $bad = MCMedia::wait_until(10 * $tf, sub {
     $t->sql(q{SELECT attempts, error, "nextAttemptAt" > now(),
