@@ -1283,6 +1283,7 @@ ngx_http_metacloud_media_cleanup_claimed(ngx_http_metacloud_pg_query_t *q)
         return;
     }
 
+    /* the batch, its removals, then their strings */
     len = sizeof(ngx_http_metacloud_media_batch_t)
           + (size_t) (rows - 1) * sizeof(ngx_http_metacloud_media_removal_t);
 
@@ -1300,7 +1301,8 @@ ngx_http_metacloud_media_cleanup_claimed(ngx_http_metacloud_pg_query_t *q)
 
     b->n = rows;
     b->conf = &w->conf->fetch;
-    p = (u_char *) &b->removal[rows];
+    p = (u_char *) b + sizeof(ngx_http_metacloud_media_batch_t)
+        + (size_t) (rows - 1) * sizeof(ngx_http_metacloud_media_removal_t);
 
     for (row = 0; row < rows; row++) {
         r = &b->removal[row];
