@@ -779,38 +779,94 @@ mc_fetch_read_cb(char *p, size_t size, size_t n, void *data)
 }
 
 
+/*
+ * One request to S3, path-style (works with every S3-compatible server):
+ * a PUT of the temporary file (upload) or a DELETE, signed by libcurl's
+ * AWS SigV4 with the caller's headers (the payload hash among them).
+ * Returns 0 with ctx->status, or -1 with the error set.
+ */
+static int
+mc_fetch_s3_request(mc_fetch_ctx_t *ctx, const char *bucket,
+    const char *prefix, const char *key, struct curl_slist *hdrs, int upload)
+{
+    char                                   *url, *sigv4;
+    size_t                                  len, slen;
+    CURLcode                                rc;
+    const ngx_http_metacloud_fetch_conf_t  *conf = ctx->job->conf;
+
+    len = strlen(conf->s3_endpoint) + strlen(bucket) + strlen(prefix)
+          + strlen(key) + 3;
+    slen = strlen(conf->s3_region) + sizeof("aws:amz::s3");
+    url = malloc(len);
+    sigv4 = malloc(slen);
+
+    if (url == NULL || sigv4 == NULL) {
+        rc = CURLE_OUT_OF_MEMORY;
+        goto failed;
+    }
+
+    snprintf(url, len, "%s/%s/%s%s", conf->s3_endpoint, bucket, prefix, key);
+    snprintf(sigv4, slen, "aws:amz:%s:s3", conf->s3_region);
+
+    /* a fresh handle's options: the bearer token must not go to S3 */
+    if (mc_fetch_setup(ctx, url) != 0) {
+        rc = CURLE_OPERATION_TIMEDOUT;
+        goto failed;
+    }
+
+    if (upload) {
+        curl_easy_setopt(ctx->curl, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(ctx->curl, CURLOPT_INFILESIZE_LARGE,
+                         (curl_off_t) ctx->size);
+        curl_easy_setopt(ctx->curl, CURLOPT_READFUNCTION, mc_fetch_read_cb);
+        curl_easy_setopt(ctx->curl, CURLOPT_READDATA, ctx);
+
+    } else {
+        curl_easy_setopt(ctx->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
+    }
+
+    curl_easy_setopt(ctx->curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(ctx->curl, CURLOPT_AWS_SIGV4, sigv4);
+    curl_easy_setopt(ctx->curl, CURLOPT_USERNAME, conf->s3_key_id);
+    curl_easy_setopt(ctx->curl, CURLOPT_PASSWORD, conf->s3_secret);
+    curl_easy_setopt(ctx->curl, CURLOPT_WRITEFUNCTION, mc_fetch_body_cb);
+    curl_easy_setopt(ctx->curl, CURLOPT_WRITEDATA, ctx);
+
+    rc = curl_easy_perform(ctx->curl);
+
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &ctx->status);
+    }
+
+failed:
+
+    /* the handle must not keep pointers to what is freed here */
+    curl_easy_setopt(ctx->curl, CURLOPT_HTTPHEADER, NULL);
+    free(url);
+    free(sigv4);
+
+    if (rc != CURLE_OK) {
+        mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
+                      "s3: %s (curl %ld)", curl_easy_strerror(rc), (long) rc);
+        return -1;
+    }
+
+    return 0;
+}
+
+
 static int
 mc_fetch_s3_commit(mc_fetch_ctx_t *ctx, const char *key, const char *mime,
     const unsigned char *digest)
 {
-    char                                   *url, *sigv4, hex[65], b64[45];
+    int                                     rc;
+    char                                    hex[65], b64[45];
     char                                    h_sha[100], h_sum[100], h_ct[300];
-    size_t                                  len;
-    CURLcode                                rc;
     struct curl_slist                      *hdrs, *h;
     const ngx_http_metacloud_fetch_conf_t  *conf = ctx->job->conf;
 
     mc_sha256_digest_hex(digest, hex);
     mc_sha256_base64(digest, b64);
-
-    len = strlen(conf->s3_endpoint) + strlen(conf->s3_bucket)
-          + strlen(conf->s3_prefix) + strlen(key) + 3;
-    url = malloc(len);
-    sigv4 = malloc(strlen(conf->s3_region) + sizeof("aws:amz::s3"));
-
-    if (url == NULL || sigv4 == NULL) {
-        free(url);
-        free(sigv4);
-        mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
-                      "s3: out of memory");
-        return -1;
-    }
-
-    /* path-style: works with every S3-compatible server */
-    snprintf(url, len, "%s/%s/%s%s", conf->s3_endpoint, conf->s3_bucket,
-             conf->s3_prefix, key);
-    snprintf(sigv4, strlen(conf->s3_region) + sizeof("aws:amz::s3"),
-             "aws:amz:%s:s3", conf->s3_region);
 
     /* a signed payload: the hash S3 checks the body against */
     snprintf(h_sha, sizeof(h_sha), "x-amz-content-sha256: %s", hex);
@@ -831,51 +887,152 @@ mc_fetch_s3_commit(mc_fetch_ctx_t *ctx, const char *key, const char *mime,
     }
 
     if (h == NULL || lseek(ctx->fd, 0, SEEK_SET) != 0) {
-        rc = CURLE_OUT_OF_MEMORY;
-        goto failed;
-    }
-
-    /* a fresh handle's options: the bearer token must not go to S3 */
-    if (mc_fetch_setup(ctx, url) != 0) {
-        rc = CURLE_OPERATION_TIMEDOUT;
-        goto failed;
-    }
-
-    curl_easy_setopt(ctx->curl, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(ctx->curl, CURLOPT_INFILESIZE_LARGE,
-                     (curl_off_t) ctx->size);
-    curl_easy_setopt(ctx->curl, CURLOPT_READFUNCTION, mc_fetch_read_cb);
-    curl_easy_setopt(ctx->curl, CURLOPT_READDATA, ctx);
-    curl_easy_setopt(ctx->curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(ctx->curl, CURLOPT_AWS_SIGV4, sigv4);
-    curl_easy_setopt(ctx->curl, CURLOPT_USERNAME, conf->s3_key_id);
-    curl_easy_setopt(ctx->curl, CURLOPT_PASSWORD, conf->s3_secret);
-    curl_easy_setopt(ctx->curl, CURLOPT_WRITEFUNCTION, mc_fetch_body_cb);
-    curl_easy_setopt(ctx->curl, CURLOPT_WRITEDATA, ctx);
-
-    rc = curl_easy_perform(ctx->curl);
-
-    if (rc == CURLE_OK) {
-        curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, &ctx->status);
-    }
-
-failed:
-
-    /* the handle must not keep pointers to what is freed here */
-    curl_easy_setopt(ctx->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(hdrs);
-    free(url);
-    free(sigv4);
-
-    if (rc != CURLE_OK) {
+        curl_slist_free_all(hdrs);
         mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
-                      "s3: %s (curl %ld)", curl_easy_strerror(rc), (long) rc);
+                      "s3: %s (curl %ld)",
+                      curl_easy_strerror(CURLE_OUT_OF_MEMORY),
+                      (long) CURLE_OUT_OF_MEMORY);
+        return -1;
+    }
+
+    rc = mc_fetch_s3_request(ctx, conf->s3_bucket, conf->s3_prefix, key,
+                             hdrs, 1);
+    curl_slist_free_all(hdrs);
+
+    if (rc != 0) {
         return -1;
     }
 
     if (ctx->status != 200) {
         mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
                       "s3: PUT answered HTTP %ld", ctx->status);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* removal ------------------------------------------------------------- */
+
+static int mc_fetch_remove_s3(mc_fetch_ctx_t *ctx, const char *bucket,
+    const char *key);
+
+
+int
+ngx_http_metacloud_fetch_remove(const ngx_http_metacloud_fetch_conf_t *conf,
+    const char *provider, const char *bucket, const char *key, char *error,
+    size_t size)
+{
+    int                          rc;
+    char                        *path;
+    size_t                       len;
+    const char                  *p;
+    mc_fetch_ctx_t               ctx;
+    ngx_http_metacloud_fetch_t   f;
+
+    memset(&f, 0, sizeof(ngx_http_metacloud_fetch_t));
+    f.conf = conf;
+
+    /*
+     * A key is relative and never climbs: a row written by hand (or by a
+     * platform) must not make a worker remove a file outside the storage.
+     */
+    for (p = key; *p; p += strcspn(p, "/"), p += (*p == '/')) {
+        if (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == '\0')) {
+            break;
+        }
+    }
+
+    if (key[0] == '\0' || key[0] == '/' || *p != '\0') {
+        snprintf(error, size, "refused: the key leaves the storage");
+        return -1;
+    }
+
+    if (strcmp(provider, "local") == 0) {
+        if (conf->path == NULL) {
+            snprintf(error, size, "no local storage configured here");
+            return -1;
+        }
+
+        len = strlen(conf->path) + strlen(key) + 2;
+        path = malloc(len);
+
+        if (path == NULL) {
+            snprintf(error, size, "out of memory");
+            return -1;
+        }
+
+        snprintf(path, len, "%s/%s", conf->path, key);
+
+        rc = 0;
+
+        if (unlink(path) != 0 && errno != ENOENT) {
+            snprintf(error, size, "unlink() failed: %s", strerror(errno));
+            rc = -1;
+        }
+
+        free(path);
+        return rc;
+    }
+
+    if (strcmp(provider, "s3") != 0 || conf->s3_endpoint == NULL) {
+        snprintf(error, size, "no %.20s storage configured here", provider);
+        return -1;
+    }
+
+    memset(&ctx, 0, sizeof(mc_fetch_ctx_t));
+    ctx.job = &f;
+    ctx.fd = -1;
+    ctx.deadline = mc_fetch_now() + (uint64_t) conf->timeout;
+    ctx.curl = curl_easy_init();
+
+    if (ctx.curl == NULL) {
+        snprintf(error, size, "out of memory");
+        return -1;
+    }
+
+    rc = mc_fetch_remove_s3(&ctx, bucket ? bucket : conf->s3_bucket, key);
+
+    if (rc != 0) {
+        snprintf(error, size, "%s", f.error);
+    }
+
+    curl_easy_cleanup(ctx.curl);
+    free(ctx.body);
+
+    return rc;
+}
+
+
+/* a DELETE signed like the uploads; S3 answers 204 for a missing key too */
+
+static int
+mc_fetch_remove_s3(mc_fetch_ctx_t *ctx, const char *bucket, const char *key)
+{
+    int                 rc;
+    struct curl_slist  *hdrs;
+
+    /* the hash of an empty body */
+    hdrs = curl_slist_append(NULL, "x-amz-content-sha256: "
+                             "e3b0c44298fc1c149afbf4c8996fb924"
+                             "27ae41e4649b934ca495991b7852b855");
+    if (hdrs == NULL) {
+        mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
+                      "s3: out of memory");
+        return -1;
+    }
+
+    rc = mc_fetch_s3_request(ctx, bucket, "", key, hdrs, 0);
+    curl_slist_free_all(hdrs);
+
+    if (rc != 0) {
+        return -1;
+    }
+
+    if (ctx->status != 204 && ctx->status != 200 && ctx->status != 404) {
+        mc_fetch_fail(ctx, NGX_HTTP_METACLOUD_FETCH_RETRY,
+                      "s3: DELETE answered HTTP %ld", ctx->status);
         return -1;
     }
 

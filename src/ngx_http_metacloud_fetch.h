@@ -80,6 +80,15 @@ void ngx_http_metacloud_fetch_run(ngx_http_metacloud_fetch_t *f);
 
 void ngx_http_metacloud_fetch_free(ngx_http_metacloud_fetch_t *f);
 
+/*
+ * Removes a stored file (a row of meta_cloud_media_deletions): 0 when it
+ * is gone (a file missing already included), or -1 with a reason in error.
+ * Thread-safe, blocking.
+ */
+int ngx_http_metacloud_fetch_remove(const ngx_http_metacloud_fetch_conf_t *conf,
+    const char *provider, const char *bucket, const char *key, char *error,
+    size_t size);
+
 const char *ngx_http_metacloud_fetch_rc_str(ngx_http_metacloud_fetch_rc_e rc);
 
 

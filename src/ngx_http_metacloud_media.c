@@ -14,6 +14,12 @@
  * expired leases of dead workers, other machines' leftovers, rows written
  * while media was off).
  *
+ * The same sweep drains meta_cloud_media_deletions (sql/009): one batch
+ * of at most metacloud_media_concurrency files at a time per worker,
+ * claimed with a lease, removed in one thread task, and the results
+ * recorded in one query (a removed or missing file's row goes, a failure
+ * backs off).
+ *
  * A worker that is shutting down (reload) claims nothing more, but stays
  * until its threads are done and their results recorded: the transfers
  * are bounded by their timeouts.  A worker that dies leaves leases that
@@ -37,9 +43,12 @@
 #define NGX_HTTP_METACLOUD_MEDIA_RETRY    1000     /* ms, a mark refused */
 #define NGX_HTTP_METACLOUD_MEDIA_MARGIN   10000    /* ms of lease to spare */
 #define NGX_HTTP_METACLOUD_MEDIA_BACKOFF  "30 seconds"
+#define NGX_HTTP_METACLOUD_MEDIA_CLEANUP_BACKOFF  "1 minute"  /* x attempts */
 
 
 typedef struct ngx_http_metacloud_media_job_s  ngx_http_metacloud_media_job_t;
+typedef struct ngx_http_metacloud_media_batch_s
+    ngx_http_metacloud_media_batch_t;
 
 
 /* this worker's state */
@@ -59,6 +68,14 @@ typedef struct {
                                                    shuts down */
     u_char                            lease[NGX_INT_T_LEN + 16];
     u_char                            retries[NGX_INT_T_LEN + 1];
+
+    /* the file removals: one batch at a time */
+    unsigned                          cleaning:1;
+    ngx_msec_t                        cleanup_next;  /* the next claim */
+    ngx_http_metacloud_pg_query_t     cleanup;  /* its claim */
+    const char                       *cleanup_values[2];
+    u_char                            cleanup_limit[NGX_INT_T_LEN + 1];
+    u_char                            cleanup_lease[NGX_INT_T_LEN + 16];
 } ngx_http_metacloud_media_worker_t;
 
 
@@ -104,6 +121,20 @@ static void ngx_http_metacloud_media_marked(ngx_http_metacloud_pg_query_t *q);
 static void ngx_http_metacloud_media_job_free(
     ngx_http_metacloud_media_job_t *job);
 static void ngx_http_metacloud_media_sweep(ngx_event_t *ev);
+static void ngx_http_metacloud_media_cleanup_claim(
+    ngx_http_metacloud_media_worker_t *w);
+static void ngx_http_metacloud_media_cleanup_claimed(
+    ngx_http_metacloud_pg_query_t *q);
+#if (NGX_THREADS)
+static void ngx_http_metacloud_media_cleanup_thread(void *data,
+    ngx_log_t *log);
+#endif
+static void ngx_http_metacloud_media_cleanup_removed(ngx_event_t *ev);
+static void ngx_http_metacloud_media_cleanup_record(ngx_event_t *ev);
+static void ngx_http_metacloud_media_cleanup_recorded(
+    ngx_http_metacloud_pg_query_t *q);
+static u_char *ngx_http_metacloud_media_array(u_char *p, const char *s,
+    ngx_uint_t first);
 static void ngx_http_metacloud_media_guard(ngx_event_t *ev);
 static void ngx_http_metacloud_media_hold(void);
 static void ngx_http_metacloud_media_clean_tmp(ngx_cycle_t *cycle,
@@ -140,10 +171,52 @@ static ngx_str_t  ngx_http_metacloud_media_fail_sql = ngx_string(
     "$6::interval)");
 
 
+static ngx_str_t  ngx_http_metacloud_media_cleanup_claim_name =
+    ngx_string("metacloud_media_cleanup_claim_stmt");
+static ngx_str_t  ngx_http_metacloud_media_cleanup_claim_sql = ngx_string(
+    "SELECT id, media_id, provider, bucket, key, attempt "
+    "FROM metacloud_media_cleanup_claim($1::int, $2::interval)");
+
+static ngx_str_t  ngx_http_metacloud_media_cleanup_done_name =
+    ngx_string("metacloud_media_cleanup_done_stmt");
+static ngx_str_t  ngx_http_metacloud_media_cleanup_done_sql = ngx_string(
+    "SELECT metacloud_media_cleanup_done($1::text[], $2::int[], $3::text[], "
+    "$4::interval)");
+
+
 /* the columns of the claim's result */
 enum {
     MC_COL_ID = 0, MC_COL_MEDIA_ID, MC_COL_ORG, MC_COL_MIME, MC_COL_SHA256,
     MC_COL_URL, MC_COL_DAY, MC_COL_ATTEMPT, MC_COL_TOKEN, MC_COL_N
+};
+
+/* the columns of the cleanup claim's result */
+enum {
+    MC_DEL_ID = 0, MC_DEL_MEDIA_ID, MC_DEL_PROVIDER, MC_DEL_BUCKET,
+    MC_DEL_KEY, MC_DEL_ATTEMPT, MC_DEL_N
+};
+
+
+/* one claimed file to remove, and the thread's result */
+
+typedef struct {
+    const char                       *s[MC_DEL_N];
+    int                               rc;       /* 0: gone */
+    char                              error[200];
+} ngx_http_metacloud_media_removal_t;
+
+
+struct ngx_http_metacloud_media_batch_s {
+#if (NGX_THREADS)
+    ngx_thread_task_t                 task;
+#endif
+    ngx_http_metacloud_pg_query_t     query;
+    ngx_event_t                       retry;
+    const char                       *values[4];
+    const ngx_http_metacloud_fetch_conf_t  *conf;
+    u_char                           *arrays;   /* the results, text[] */
+    ngx_uint_t                        n;
+    ngx_http_metacloud_media_removal_t  removal[1];
 };
 
 
@@ -531,12 +604,20 @@ ngx_http_metacloud_media_init_conf(ngx_conf_t *cf,
     mc->fail = ngx_http_metacloud_pg_add_stmt(cf,
                                         &ngx_http_metacloud_media_fail_name,
                                         &ngx_http_metacloud_media_fail_sql, 6);
+    mc->cleanup_claim = ngx_http_metacloud_pg_add_stmt(cf,
+                                &ngx_http_metacloud_media_cleanup_claim_name,
+                                &ngx_http_metacloud_media_cleanup_claim_sql, 2);
+    mc->cleanup_done = ngx_http_metacloud_pg_add_stmt(cf,
+                                &ngx_http_metacloud_media_cleanup_done_name,
+                                &ngx_http_metacloud_media_cleanup_done_sql, 4);
 
-    if (mc->claim == NULL || mc->done == NULL || mc->fail == NULL) {
+    if (mc->claim == NULL || mc->done == NULL || mc->fail == NULL
+        || mc->cleanup_claim == NULL || mc->cleanup_done == NULL)
+    {
         return NGX_CONF_ERROR;
     }
 
-    /* the media functions came with schema version 5 */
+    /* the media functions came with schema version 5, their cleanup 9 */
     if (pgcf->schema_version < MC_MEDIA_SCHEMA_VERSION) {
         pgcf->schema_version = MC_MEDIA_SCHEMA_VERSION;
     }
@@ -578,6 +659,12 @@ ngx_http_metacloud_media_init_worker(ngx_cycle_t *cycle,
     ngx_sprintf(w->lease, "%M milliseconds%Z",
                 2 * mc->timeout + NGX_HTTP_METACLOUD_MEDIA_MARGIN);
     ngx_sprintf(w->retries, "%ui%Z", mc->retries);
+
+    /* a batch's removals run one after another, each within the timeout */
+    ngx_sprintf(w->cleanup_limit, "%ui%Z", mc->concurrency);
+    ngx_sprintf(w->cleanup_lease, "%M milliseconds%Z",
+                mc->concurrency * mc->timeout
+                + NGX_HTTP_METACLOUD_MEDIA_MARGIN);
 
     w->sweep.handler = ngx_http_metacloud_media_sweep;
     w->sweep.data = w;
@@ -1106,6 +1193,17 @@ ngx_http_metacloud_media_sweep(ngx_event_t *ev)
         ngx_http_metacloud_media_claim(w->conf->concurrency - w->busy, NULL);
     }
 
+    /*
+     * Removals are claimed once a sweep interval, not after every
+     * download, unless the last batch was full (more may be due).
+     */
+    if (!w->cleaning
+        && (ngx_msec_int_t) (ngx_current_msec - w->cleanup_next) >= 0)
+    {
+        w->cleanup_next = ngx_current_msec + NGX_HTTP_METACLOUD_MEDIA_SWEEP;
+        ngx_http_metacloud_media_cleanup_claim(w);
+    }
+
     if (!ev->timer_set) {
         ngx_add_timer(ev, NGX_HTTP_METACLOUD_MEDIA_SWEEP);
     }
@@ -1137,4 +1235,310 @@ ngx_http_metacloud_media_guard(ngx_event_t *ev)
     if (ngx_http_metacloud_media_w == w && (w->running || w->marking)) {
         ngx_add_timer(ev, NGX_HTTP_METACLOUD_MEDIA_SWEEP);
     }
+}
+
+
+/* file removals (meta_cloud_media_deletions) --------------------------- */
+
+static void
+ngx_http_metacloud_media_cleanup_claim(ngx_http_metacloud_media_worker_t *w)
+{
+    ngx_memzero(&w->cleanup, sizeof(ngx_http_metacloud_pg_query_t));
+
+    w->cleanup_values[0] = (const char *) w->cleanup_limit;
+    w->cleanup_values[1] = (const char *) w->cleanup_lease;
+
+    w->cleanup.stmt = w->conf->cleanup_claim;
+    w->cleanup.values = w->cleanup_values;
+    w->cleanup.handler = ngx_http_metacloud_media_cleanup_claimed;
+    w->cleanup.data = w;
+    w->cleanup.log = w->log;
+
+    if (ngx_http_metacloud_pg_run(w->pg, &w->cleanup) == NGX_OK) {
+        w->cleaning = 1;
+    }
+}
+
+
+/* the claimed rows: one malloc()ed batch for the thread */
+
+static void
+ngx_http_metacloud_media_cleanup_claimed(ngx_http_metacloud_pg_query_t *q)
+{
+    int                                  row, rows, col;
+    u_char                              *p;
+    size_t                               len;
+    const char                          *v;
+    ngx_http_metacloud_media_batch_t    *b;
+    ngx_http_metacloud_media_worker_t   *w = q->data;
+    ngx_http_metacloud_media_removal_t  *r;
+
+    if (ngx_http_metacloud_media_w != w) {
+        return;
+    }
+
+    w->cleaning = 0;
+
+    if (q->rc != NGX_HTTP_METACLOUD_PG_OK
+        || PQnfields(q->result) != MC_DEL_N
+        || (rows = PQntuples(q->result)) == 0)
+    {
+        return;
+    }
+
+    /* the batch, its removals, then their strings */
+    len = sizeof(ngx_http_metacloud_media_batch_t)
+          + (size_t) (rows - 1) * sizeof(ngx_http_metacloud_media_removal_t);
+
+    for (row = 0; row < rows; row++) {
+        for (col = 0; col < MC_DEL_N; col++) {
+            len += ngx_strlen(PQgetvalue(q->result, row, col)) + 1;
+        }
+    }
+
+    /* the leases expire if this fails: the rows are claimed again */
+    b = ngx_calloc(len, w->log);
+    if (b == NULL) {
+        return;
+    }
+
+    b->n = rows;
+    b->conf = &w->conf->fetch;
+    p = (u_char *) b + sizeof(ngx_http_metacloud_media_batch_t)
+        + (size_t) (rows - 1) * sizeof(ngx_http_metacloud_media_removal_t);
+
+    for (row = 0; row < rows; row++) {
+        r = &b->removal[row];
+
+        for (col = 0; col < MC_DEL_N; col++) {
+            if (PQgetisnull(q->result, row, col)) {
+                continue;
+            }
+
+            v = PQgetvalue(q->result, row, col);
+            r->s[col] = (const char *) p;
+            p = ngx_cpymem(p, v, ngx_strlen(v) + 1);
+        }
+
+        if (r->s[MC_DEL_ID] == NULL || r->s[MC_DEL_ATTEMPT] == NULL
+            || r->s[MC_DEL_PROVIDER] == NULL || r->s[MC_DEL_KEY] == NULL)
+        {
+            ngx_free(b);
+            return;
+        }
+    }
+
+    b->retry.handler = ngx_http_metacloud_media_cleanup_record;
+    b->retry.data = b;
+    b->retry.log = w->log;
+    b->retry.cancelable = 1;
+
+#if (NGX_THREADS)
+    b->task.ctx = b;
+    b->task.handler = ngx_http_metacloud_media_cleanup_thread;
+    b->task.event.handler = ngx_http_metacloud_media_cleanup_removed;
+    b->task.event.data = b;
+    b->task.event.log = w->log;
+
+    if (ngx_thread_task_post(w->conf->thread_pool, &b->task) != NGX_OK) {
+        ngx_free(b);
+        return;
+    }
+#endif
+
+    w->cleaning = 1;
+    w->running++;
+    ngx_http_metacloud_media_hold();
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_metacloud_media_cleanup_thread(void *data, ngx_log_t *log)
+{
+    ngx_uint_t                           i;
+    ngx_http_metacloud_media_batch_t    *b = data;
+    ngx_http_metacloud_media_removal_t  *r;
+
+    for (i = 0; i < b->n; i++) {
+        r = &b->removal[i];
+        r->rc = ngx_http_metacloud_fetch_remove(b->conf,
+                    r->s[MC_DEL_PROVIDER], r->s[MC_DEL_BUCKET],
+                    r->s[MC_DEL_KEY], r->error, sizeof(r->error));
+    }
+}
+
+#endif
+
+
+/* back on the event loop: log the failures, the results as text[] */
+
+static void
+ngx_http_metacloud_media_cleanup_removed(ngx_event_t *ev)
+{
+    u_char                              *p;
+    size_t                               len;
+    ngx_uint_t                           i;
+    ngx_http_metacloud_media_batch_t    *b = ev->data;
+    ngx_http_metacloud_media_worker_t   *w = ngx_http_metacloud_media_w;
+    ngx_http_metacloud_media_removal_t  *r;
+
+    if (w == NULL) {
+        ngx_free(b);
+        return;
+    }
+
+    w->running--;
+
+    /* each element quoted with every byte escaped at worst */
+    len = 3 * sizeof("{}");
+
+    for (i = 0; i < b->n; i++) {
+        r = &b->removal[i];
+        len += 2 * (ngx_strlen(r->s[MC_DEL_ID])
+                    + ngx_strlen(r->s[MC_DEL_ATTEMPT])
+                    + ngx_strlen(r->error))
+               + 3 * sizeof("\"\",");
+
+        if (r->rc != 0) {
+            ngx_log_error(NGX_LOG_ERR, w->log, 0,
+                          "metacloud: media %s: removing %s \"%s\" "
+                          "(attempt %s) failed: %s",
+                          r->s[MC_DEL_MEDIA_ID] ? r->s[MC_DEL_MEDIA_ID] : "-",
+                          r->s[MC_DEL_PROVIDER], r->s[MC_DEL_KEY],
+                          r->s[MC_DEL_ATTEMPT], r->error);
+        }
+    }
+
+    b->arrays = ngx_alloc(len, w->log);
+    if (b->arrays == NULL) {
+        /* the leases expire: the files are removed again */
+        ngx_free(b);
+        w->cleaning = 0;
+        return;
+    }
+
+    p = b->arrays;
+
+    b->values[0] = (const char *) p;
+
+    for (i = 0; i < b->n; i++) {
+        p = ngx_http_metacloud_media_array(p, b->removal[i].s[MC_DEL_ID],
+                                           i == 0);
+    }
+
+    p = ngx_cpymem(p, "}", sizeof("}"));
+    b->values[1] = (const char *) p;
+
+    for (i = 0; i < b->n; i++) {
+        p = ngx_http_metacloud_media_array(p, b->removal[i].s[MC_DEL_ATTEMPT],
+                                           i == 0);
+    }
+
+    p = ngx_cpymem(p, "}", sizeof("}"));
+    b->values[2] = (const char *) p;
+
+    for (i = 0; i < b->n; i++) {
+        r = &b->removal[i];
+        p = ngx_http_metacloud_media_array(p, r->rc == 0 ? NULL : r->error,
+                                           i == 0);
+    }
+
+    (void) ngx_cpymem(p, "}", sizeof("}"));
+    b->values[3] = NGX_HTTP_METACLOUD_MEDIA_CLEANUP_BACKOFF;
+
+    ngx_http_metacloud_media_cleanup_record(&b->retry);
+}
+
+
+/* one element of an array literal: "{" first, NULL unquoted */
+
+static u_char *
+ngx_http_metacloud_media_array(u_char *p, const char *s, ngx_uint_t first)
+{
+    *p++ = first ? '{' : ',';
+
+    if (s == NULL) {
+        return ngx_cpymem(p, "NULL", 4);
+    }
+
+    *p++ = '"';
+
+    for ( /* void */ ; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            *p++ = '\\';
+        }
+
+        *p++ = *s;
+    }
+
+    *p++ = '"';
+
+    return p;
+}
+
+
+static void
+ngx_http_metacloud_media_cleanup_record(ngx_event_t *ev)
+{
+    ngx_http_metacloud_media_batch_t   *b = ev->data;
+    ngx_http_metacloud_media_worker_t  *w = ngx_http_metacloud_media_w;
+
+    if (w == NULL) {
+        return;
+    }
+
+    ngx_memzero(&b->query, sizeof(ngx_http_metacloud_pg_query_t));
+
+    b->query.stmt = w->conf->cleanup_done;
+    b->query.values = b->values;
+    b->query.handler = ngx_http_metacloud_media_cleanup_recorded;
+    b->query.data = b;
+    b->query.log = w->log;
+
+    if (ngx_http_metacloud_pg_run(w->pg, &b->query) != NGX_OK) {
+        ngx_add_timer(&b->retry, NGX_HTTP_METACLOUD_MEDIA_RETRY);
+        return;
+    }
+
+    w->marking++;
+    ngx_http_metacloud_media_hold();
+}
+
+
+static void
+ngx_http_metacloud_media_cleanup_recorded(ngx_http_metacloud_pg_query_t *q)
+{
+    ngx_http_metacloud_media_batch_t   *b = q->data;
+    ngx_http_metacloud_media_worker_t  *w = ngx_http_metacloud_media_w;
+
+    if (w != NULL) {
+        w->marking--;
+
+        /* as a download's result: again unless the worker is leaving */
+        if (q->rc != NGX_HTTP_METACLOUD_PG_OK && !ngx_exiting
+            && !ngx_terminate)
+        {
+            ngx_add_timer(&b->retry, NGX_HTTP_METACLOUD_MEDIA_RETRY);
+            return;
+        }
+
+        w->cleaning = 0;
+
+        if (b->n == w->conf->concurrency && !ngx_exiting
+            && !w->sweep.posted)
+        {
+            w->cleanup_next = ngx_current_msec;
+
+            if (w->sweep.timer_set) {
+                ngx_del_timer(&w->sweep);
+            }
+
+            ngx_post_event(&w->sweep, &ngx_posted_events);
+        }
+    }
+
+    ngx_free(b->arrays);
+    ngx_free(b);
 }

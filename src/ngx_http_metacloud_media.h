@@ -41,6 +41,8 @@ typedef struct {
     ngx_http_metacloud_pg_stmt_t     *claim;
     ngx_http_metacloud_pg_stmt_t     *done;
     ngx_http_metacloud_pg_stmt_t     *fail;
+    ngx_http_metacloud_pg_stmt_t     *cleanup_claim;
+    ngx_http_metacloud_pg_stmt_t     *cleanup_done;
 } ngx_http_metacloud_media_conf_t;
 
 

@@ -19,8 +19,11 @@
 
 #define MC_SHA256_LEN        32
 
-/* the schema version (sql/) that brings the media queue's functions */
-#define MC_MEDIA_SCHEMA_VERSION  5
+/*
+ * the schema version (sql/) that brings the media queue's functions (5)
+ * and those of the file cleanup (9)
+ */
+#define MC_MEDIA_SCHEMA_VERSION  9
 
 
 typedef enum {

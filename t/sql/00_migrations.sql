@@ -28,6 +28,8 @@ SET client_min_messages = warning;
 \ir ../../sql/007_metacloud_event_guard.sql
 \ir ../../sql/008_metacloud_metrics.sql
 \ir ../../sql/008_metacloud_metrics.sql
+\ir ../../sql/009_metacloud_media_cleanup.sql
+\ir ../../sql/009_metacloud_media_cleanup.sql
 RESET client_min_messages;
 
 DO $$
@@ -37,7 +39,7 @@ BEGIN
                        'schema version');
     PERFORM pg_temp.is((SELECT array_agg(version ORDER BY version)
                           FROM metacloud_schema_migrations)
-                       @> ARRAY[1, 2, 3, 4, 5, 6, 7, 8], true, 'recorded versions');
+                       @> ARRAY[1, 2, 3, 4, 5, 6, 7, 8, 9], true, 'recorded versions');
     PERFORM pg_temp.is((SELECT count(*) FROM (
                             SELECT table_name::text, column_name::text,
                                    data_type::text, is_nullable::text

@@ -40,7 +40,9 @@ BEGIN
                                          'metacloud_media_fail(text,integer,text,boolean,integer,interval)',
                                          'metacloud_maintain(interval,interval,interval,integer)',
                                          'metacloud_backlog()',
-                                         'metacloud_organizations(jsonb)'),
+                                         'metacloud_organizations(jsonb)',
+                                         'metacloud_media_cleanup_claim(integer,interval)',
+                                         'metacloud_media_cleanup_done(text[],integer[],text[],interval)'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
