@@ -212,17 +212,22 @@ $$;
 
 CREATE OR REPLACE FUNCTION metacloud_bridge_status_default()
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT count(*) = 2
-      FROM pg_proc p
-      JOIN (VALUES ('metacloud_on_status',
-                    'SELECT metacloud_bridge_default_on_status($1)'),
-                   ('metacloud_bridge_status',
-                    'SELECT metacloud_bridge_default_status($1, $2, $3, $4)'))
-           AS d(name, src)
-        ON p.proname = d.name
-     WHERE pg_function_is_visible(p.oid) AND p.prosrc = d.src
+BEGIN
+    -- PL/pgSQL for its cached plan (a SQL function with a FROM clause is
+    -- planned again on every call)
+    RETURN (SELECT count(*) = 2
+              FROM pg_proc p
+              JOIN (VALUES ('metacloud_on_status',
+                            'SELECT metacloud_bridge_default_on_status($1)'),
+                           ('metacloud_bridge_status',
+                            'SELECT metacloud_bridge_default_status'
+                            '($1, $2, $3, $4)'))
+                   AS d(name, src)
+                ON p.proname = d.name
+             WHERE pg_function_is_visible(p.oid) AND p.prosrc = d.src);
+END
 $$;
 
 
@@ -238,12 +243,10 @@ RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_ids       text[];
-    v_orgs      text[];
-    v_evs       jsonb[];
-    v_types     text[];
+    v_scope1    text;
+    v_org1      text;
+    ev          record;
     v_st_ids    text[];
-    v_st_orgs   text[];
     v_st_evs    jsonb[];
     v_done      text[];
     v_id        text;
@@ -260,92 +263,79 @@ DECLARE
     n_status_ok int := 0;
     v_media     jsonb := '[]';
 BEGIN
-    -- 1. the event rows.  Within the body, a key given twice is inserted
-    -- once, by its first event in (scope, webhookId, position) order, as
-    -- the loop did; the others count as duplicates.
-    WITH i AS (
-        SELECT x.n,
-               x.e,
-               coalesce(x.e ->> 'scope', 'invalid') AS scope,
-               coalesce(x.e ->> 'webhookId',
-                        format('invalid:%s:%s', encode(p_sha, 'hex'), x.n))
-                   AS key,
-               coalesce(x.e ->> 'eventType', 'generic') AS type,
-               coalesce(x.e ->> 'invalid',
-                        CASE WHEN x.e ->> 'scope' IS NULL
-                                  OR x.e ->> 'webhookId' IS NULL
-                             THEN 'event without scope or webhookId' END)
-                   AS invalid
-          FROM jsonb_array_elements(events) WITH ORDINALITY AS x(e, n)
-    ), r AS MATERIALIZED (
-        -- a delivery is nearly always one scope: routed once per scope
-        SELECT s.scope, metacloud_route(s.scope) AS org
-          FROM (SELECT DISTINCT i.scope FROM i) s
-    ), d AS (
-        SELECT DISTINCT ON (i.scope, i.key) i.*, r.org
-          FROM i JOIN r USING (scope)
-         ORDER BY i.scope, i.key, i.n
-    ), ins AS (
-        INSERT INTO meta_cloud_webhook_events AS w
-               ("webhookId", "eventType", "phoneNumberId",
-                "organizationId", "processed", "processedAt", "error",
-                "payload", "receivedAt", "scope", "field", "wabaId",
-                "rawRequestId", "unrouted", "event", "updatedAt")
-        SELECT d.key, d.type, d.e ->> 'phoneNumberId', d.org,
-               d.invalid IS NULL AND d.org IS NOT NULL,
-               CASE WHEN d.invalid IS NULL AND d.org IS NOT NULL
-                    THEN now() END,
-               d.invalid, coalesce(d.e -> 'payload', 'null'::jsonb), now(),
-               d.scope, d.e ->> 'field', d.e ->> 'wabaId', p_raw_id,
-               d.org IS NULL, d.e - 'payload', now()
-          FROM d
-         ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
-        ON CONFLICT ("scope", "webhookId") DO NOTHING
-        RETURNING w."id", w."scope", w."webhookId"
-    )
-    SELECT count(*),
-           count(*) FILTER (WHERE d.invalid IS NOT NULL),
-           count(*) FILTER (WHERE d.invalid IS NULL AND d.org IS NULL),
-           array_agg(ins."id" ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type IN ('message', 'echo', 'history_message',
-                                      'history_media', 'state_sync')),
-           array_agg(d.org ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type IN ('message', 'echo', 'history_message',
-                                      'history_media', 'state_sync')),
-           array_agg(d.e ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type IN ('message', 'echo', 'history_message',
-                                      'history_media', 'state_sync')),
-           array_agg(d.type ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type IN ('message', 'echo', 'history_message',
-                                      'history_media', 'state_sync')),
-           array_agg(ins."id" ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type = 'status'),
-           array_agg(d.org ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type = 'status'),
-           array_agg(d.e ORDER BY d.scope COLLATE "C", d.key COLLATE "C")
-               FILTER (WHERE d.invalid IS NULL AND d.org IS NOT NULL
-                       AND d.type = 'status')
-      INTO n_inserted, n_failed, n_unrouted, v_ids, v_orgs, v_evs, v_types,
-           v_st_ids, v_st_orgs, v_st_evs
-      FROM ins JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId";
+    -- 1. the event rows, in one statement; a key given twice in the body
+    -- is inserted once, by its first event, as the loop did (the others
+    -- count as duplicates).  A delivery is nearly always one scope: the
+    -- first is routed here once, any other in the statement.
+    -- 2. each new event as it comes back, in key order: messages, echoes,
+    -- history and contacts through the per-event rules (and the bridge's
+    -- hooks); statuses gathered for the statements below.
+    v_scope1 := coalesce(events -> 0 ->> 'scope', 'invalid');
+    v_org1 := metacloud_route(v_scope1);
 
-    -- 2. messages, echoes, history, contacts: the per-event rules (and the
-    -- bridge's hooks), in the order of their keys
-    FOR k IN 1 .. coalesce(cardinality(v_ids), 0) LOOP
-        p := metacloud_process_event(v_ids[k], v_orgs[k], v_evs[k]);
-        IF v_types[k] <> 'state_sync' THEN
-            n_msg_ok := n_msg_ok + 1;
-        END IF;
-        IF p.media_id IS NOT NULL THEN
-            v_media := v_media || jsonb_build_array(
-                           jsonb_build_object('id', p.media_id,
-                                              'mediaId', p.meta_media_id));
+    FOR ev IN
+        WITH d AS (
+            SELECT DISTINCT ON (i.scope, i.key) i.*,
+                   CASE WHEN i.scope = v_scope1 THEN v_org1
+                        ELSE metacloud_route(i.scope) END AS org
+              FROM (SELECT x.n, x.e,
+                           coalesce(x.e ->> 'scope', 'invalid') AS scope,
+                           coalesce(x.e ->> 'webhookId',
+                                    format('invalid:%s:%s',
+                                           encode(p_sha, 'hex'), x.n))
+                               AS key,
+                           coalesce(x.e ->> 'eventType', 'generic') AS type,
+                           coalesce(x.e ->> 'invalid',
+                               CASE WHEN x.e ->> 'scope' IS NULL
+                                         OR x.e ->> 'webhookId' IS NULL
+                                    THEN 'event without scope or webhookId'
+                               END) AS invalid
+                      FROM jsonb_array_elements(events)
+                           WITH ORDINALITY AS x(e, n)) AS i
+             ORDER BY i.scope, i.key, i.n
+        ), ins AS (
+            INSERT INTO meta_cloud_webhook_events AS w
+                   ("webhookId", "eventType", "phoneNumberId",
+                    "organizationId", "processed", "processedAt", "error",
+                    "payload", "receivedAt", "scope", "field", "wabaId",
+                    "rawRequestId", "unrouted", "event", "updatedAt")
+            SELECT d.key, d.type, d.e ->> 'phoneNumberId', d.org,
+                   d.invalid IS NULL AND d.org IS NOT NULL,
+                   CASE WHEN d.invalid IS NULL AND d.org IS NOT NULL
+                        THEN now() END,
+                   d.invalid, coalesce(d.e -> 'payload', 'null'::jsonb),
+                   now(), d.scope, d.e ->> 'field', d.e ->> 'wabaId',
+                   p_raw_id, d.org IS NULL, d.e - 'payload', now()
+              FROM d
+             ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
+            ON CONFLICT ("scope", "webhookId") DO NOTHING
+            RETURNING w."id", w."scope", w."webhookId"
+        )
+        SELECT ins."id", d.org, d.e, d.type, d.invalid
+          FROM ins JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId"
+         ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
+    LOOP
+        n_inserted := n_inserted + 1;
+        IF ev.invalid IS NOT NULL THEN
+            n_failed := n_failed + 1;
+        ELSIF ev.org IS NULL THEN
+            n_unrouted := n_unrouted + 1;
+        ELSIF ev.type = 'status' THEN
+            v_st_ids := v_st_ids || ev.id;
+            v_st_evs := v_st_evs || ev.e;
+        ELSIF ev.type IN ('message', 'echo', 'history_message',
+                         'history_media', 'state_sync')
+        THEN
+            p := metacloud_process_event(ev.id, ev.org, ev.e);
+            IF ev.type <> 'state_sync' THEN
+                n_msg_ok := n_msg_ok + 1;
+            END IF;
+            IF p.media_id IS NOT NULL THEN
+                v_media := v_media || jsonb_build_array(
+                               jsonb_build_object('id', p.media_id,
+                                                  'mediaId',
+                                                  p.meta_media_id));
+            END IF;
         END IF;
     END LOOP;
 
