@@ -225,6 +225,7 @@ DECLARE
     v_hm        boolean := v_type = 'history_media';
     v_media_pk  text;
     v_msg_id    text;
+    v_new       boolean;
     b           record;
 BEGIN
     outcome := 'ok';
@@ -360,7 +361,14 @@ BEGIN
            "from" = coalesce(t."from", excluded."from"),
            "to" = coalesce(t."to", excluded."to"),
            "updatedAt" = now()
-    RETURNING t."id" INTO v_msg_id;
+    RETURNING t."id", t."xmax" = 0 INTO v_msg_id, v_new;
+
+    -- a new row inside metacloud_ingest(), which bypasses the trigger
+    -- below (its PL/pgSQL call per row cost more than the work): its
+    -- waiting statuses
+    IF v_new AND current_setting('metacloud.ingest', true) = 'on' THEN
+        PERFORM metacloud_apply_pending(v_phone, m ->> 'wamid', p_org);
+    END IF;
 
     IF NOT b.handled THEN
         PERFORM metacloud_on_message(v_msg_id);
@@ -377,40 +385,52 @@ $$;
 -- wamid's waiting statuses in the order they were received.  One probe of a
 -- small partial index per new message.
 
-CREATE OR REPLACE FUNCTION metacloud_apply_pending_statuses()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path FROM CURRENT
+CREATE OR REPLACE FUNCTION metacloud_apply_pending(p_phone text,
+    p_wamid text, p_org text)
+RETURNS void
+LANGUAGE plpgsql
 AS $$
 DECLARE
     ev  record;
 BEGIN
     -- the lock metacloud_apply_status() takes: a status event not
     -- committed yet is waited for, then seen by the query below
-    PERFORM pg_advisory_xact_lock(hashtext(NEW."phoneNumberId"),
-                                  hashtext(NEW."wamid"));
+    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(p_wamid));
 
     FOR ev IN
         SELECT w."id", w."event"
           FROM meta_cloud_webhook_events w
-         WHERE w."scope" = NEW."phoneNumberId"
-           AND ((w."event" -> 'status') ->> 'wamid') = NEW."wamid"
+         WHERE w."scope" = p_phone
+           AND ((w."event" -> 'status') ->> 'wamid') = p_wamid
            AND w."eventType" = 'status' AND NOT w."processed"
            AND NOT w."unrouted"
          ORDER BY w."receivedAt", w."webhookId"
            FOR UPDATE
     LOOP
-        PERFORM metacloud_process_guarded(ev."id", NEW."organizationId",
-                                          ev."event", true);
+        PERFORM metacloud_process_guarded(ev."id", p_org, ev."event", true);
     END LOOP;
+END
+$$;
 
+CREATE OR REPLACE FUNCTION metacloud_apply_pending_statuses()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM metacloud_apply_pending(NEW."phoneNumberId", NEW."wamid",
+                                    NEW."organizationId");
     RETURN NULL;
 END
 $$;
 
+-- Not for the rows metacloud_ingest() inserts (it sets metacloud.ingest
+-- for its call): metacloud_process_event() applies theirs itself.
 CREATE OR REPLACE TRIGGER meta_cloud_messages_apply_pending_statuses
     AFTER INSERT ON meta_cloud_messages
-    FOR EACH ROW EXECUTE FUNCTION metacloud_apply_pending_statuses();
+    FOR EACH ROW
+    WHEN (current_setting('metacloud.ingest', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION metacloud_apply_pending_statuses();
 
 
 -- metacloud_route() ------------------------------------------------------
@@ -569,6 +589,7 @@ REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_apply_pending(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_replay_event(text) FROM PUBLIC;
 

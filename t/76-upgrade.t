@@ -64,7 +64,7 @@ like($out, qr/^nothing to apply \(schema version $latest\)$/m,
      'a second run applies nothing');
 
 for my $f ('metacloud_apply_status(text, text, jsonb)',
-           'metacloud_apply_pending_statuses()') {
+           'metacloud_apply_pending(text, text, text)') {
     is(q1(qq{SELECT prosrc LIKE '%pg_advisory_xact_lock%' FROM pg_proc
               WHERE oid = '$f'::regprocedure}),
        't', "$f: today's version, with the race lock");
