@@ -73,7 +73,10 @@ CREATE OR REPLACE FUNCTION metacloud_status_rank(s "MetaCloudMessageStatusEnum")
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT CASE s::text
+    -- compared as the enum, not as text: enum_out is only STABLE, and an
+    -- IMMUTABLE SQL function calling it is not inlined (a function call
+    -- per row, as pg_stat_statements showed in the status UPDATE)
+    SELECT CASE s
                WHEN 'PENDING'   THEN 0
                WHEN 'SENT'      THEN 1
                WHEN 'FAILED'    THEN 2
