@@ -5,6 +5,12 @@
 -- module answers only 200, 401, 403, 405, 413 and 503, and nginx's
 -- `return 200` only 200, so no Lua response() callback is needed (it would
 -- cost the client CPU that the server under test shares).
+--
+-- MC_BENCH_ONCE=PREFIX (scripts/bench-rss): each body is sent once; a thread
+-- whose bodies are used up sends "GET /done" instead (a `return 204` of the
+-- bench's nginx) and, once it has as many answers as bodies, creates the
+-- file PREFIX.<thread number> and stops: wrk itself runs for its -d, so the
+-- caller waits for the files and ends wrk with SIGINT (it then reports).
 
 local threads = {}
 local nthreads = 0
@@ -28,12 +34,26 @@ function init(args)
         end
         n = n + 1
     end
-    idx, wrapped = 0, 0
+    idx, wrapped, answers = 0, 0, 0
+end
+
+local once = os.getenv("MC_BENCH_ONCE")
+if once then
+    function response()
+        answers = answers + 1
+        if answers == #bodies then
+            io.open(once .. "." .. tid, "w"):close()
+            wrk.thread:stop()
+        end
+    end
 end
 
 function request()
     idx = idx + 1
     if idx > #bodies then
+        if once then
+            return wrk.format("GET", "/done")
+        end
         idx, wrapped = 1, 1
     end
     return wrk.format("POST", nil, {
