@@ -12,6 +12,7 @@
 #   cpu_ticks PID...           CPU clock ticks of those processes' trees
 #   db_counts DB, settle DB    row counts; wait for in-flight transactions
 #   check_rows ...             every 200 has its rows (see there)
+#   wrk_run, wrk_once, wrk_ok  wrk with bench/wrk.lua (see there)
 #   field NAME LINE            a NAME=value of a MCBENCH line
 
 # ----------------------------------------------------------------------
@@ -210,6 +211,47 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # the nginx workers' pids (the master's children)
 nginx_workers() { ps -o pid= --ppid "$nginx_pid" | tr -d ' ' | sort -n; }
+
+# wrk_run FILE URL [THREADS CONNS DURATION]: the MCBENCH line of wrk.lua
+wrk_run() {
+    local t=${3:-$THREADS}
+    MC_BENCH_BODIES=$1 MC_BENCH_THREADS=$t \
+        wrk -t"$t" -c"${4:-$CONNS}" -d"${5:-$DURATION}" --timeout 30s \
+        -s bench/wrk.lua "$2" | grep '^MCBENCH'
+}
+
+# wrk_once FILE URL: each body of FILE sent once (wrk.lua's MC_BENCH_ONCE)
+wrk_once() {
+    local tag=$DIR/once-mark pid
+    rm -f "$tag".*
+    MC_BENCH_ONCE=$tag MC_BENCH_BODIES=$1 MC_BENCH_THREADS=$THREADS \
+        wrk -t"$THREADS" -c"$CONNS" -d3600s --timeout 30s \
+        -s bench/wrk.lua "$2" > "$DIR/once.out" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$(find "$DIR" -maxdepth 1 -name 'once-mark.*' | wc -l)" -ge "$THREADS" ]; then
+            kill -INT "$pid"
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$pid" || true
+    rm -f "$tag".*
+    grep '^MCBENCH' "$DIR/once.out"
+}
+
+# wrk_ok NAME LINE [BODIES]: no non-200, no socket error; with BODIES, no
+# body sent twice
+wrk_ok() {
+    if [ "$(field non200 "$2")" != 0 ] || [ "$(field errors "$2")" != 0 ]; then
+        echo "bench: FAIL $1: answers other than 200 or socket errors"
+        fail=1
+    fi
+    if [ -n "${3:-}" ] && [ "$(field wrapped "$2")" != 0 ]; then
+        echo "bench: FAIL $1: ran out of unique bodies (raise BENCH_*_RATE_MAX)"
+        fail=1
+    fi
+}
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
