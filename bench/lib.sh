@@ -212,11 +212,12 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # the nginx workers' pids (the master's children)
 nginx_workers() { ps -o pid= --ppid "$nginx_pid" | tr -d ' ' | sort -n; }
 
-# wrk_run FILE URL [THREADS CONNS DURATION]: the MCBENCH line of wrk.lua
+# wrk_run FILE URL [THREADS CONNS DURATION TIMEOUT]: the MCBENCH line of
+# wrk.lua; an answer later than TIMEOUT (30s) is an error, not a latency
 wrk_run() {
     local t=${3:-$THREADS}
     MC_BENCH_BODIES=$1 MC_BENCH_THREADS=$t \
-        wrk -t"$t" -c"${4:-$CONNS}" -d"${5:-$DURATION}" --timeout 30s \
+        wrk -t"$t" -c"${4:-$CONNS}" -d"${5:-$DURATION}" --timeout "${6:-30s}" \
         -s bench/wrk.lua "$2" | grep '^MCBENCH'
 }
 
