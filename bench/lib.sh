@@ -221,12 +221,14 @@ wrk_run() {
         -s bench/wrk.lua "$2" | grep '^MCBENCH'
 }
 
-# wrk_once FILE URL: each body of FILE sent once (wrk.lua's MC_BENCH_ONCE)
+# wrk_once FILE URL [LIMIT]: each body of FILE sent once (wrk.lua's
+# MC_BENCH_ONCE), for LIMIT seconds at most (3600: an answer lost to a
+# socket error would keep its thread waiting)
 wrk_once() {
     local tag=$DIR/once-mark pid
     rm -f "$tag".*
     MC_BENCH_ONCE=$tag MC_BENCH_BODIES=$1 MC_BENCH_THREADS=$THREADS \
-        wrk -t"$THREADS" -c"$CONNS" -d3600s --timeout 30s \
+        wrk -t"$THREADS" -c"$CONNS" -d"${3:-3600}s" --timeout 30s \
         -s bench/wrk.lua "$2" > "$DIR/once.out" &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
