@@ -18,6 +18,9 @@
 # BENCH_PGDATA (the server's data directory, readable by this user: then the
 # CPU time of the pgbench backends is reported too, per transaction; taken
 # from the postmaster's cutime + cstime, which sum up its exited children).
+# BENCH_SCRIPT (text: bench/pgbench-ingest.sql, one text message a call;
+# status: bench/pgbench-status.sql, 50 statuses a call, for BENCH_MESSAGES
+# outbound messages (100000) that this script seeds when they are missing).
 # Prints tps, average latency and the latency percentiles.
 set -euo pipefail
 
@@ -39,6 +42,42 @@ children_cpu() {
         awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }'
 }
 
+SCRIPT=$ROOT/bench/pgbench-ingest.sql
+if [ "${BENCH_SCRIPT:-text}" = status ]; then
+    SCRIPT=$ROOT/bench/pgbench-status.sql
+    MESSAGES=${BENCH_MESSAGES:-100000}
+    # the outbound messages the statuses refer to, as the platform's
+    # sender records them (no bridge row: only the campaign lookup runs)
+    psql -XAtq -v n="$MESSAGES" <<'EOF'
+SELECT count(*) < :n AS seed
+  FROM meta_cloud_messages WHERE "wamid" LIKE 'wamid.BENCHS%' \gset
+\if :seed
+SET bench.n = :n;
+-- 5,000 a transaction: the pending-status trigger locks per row
+DO $$
+BEGIN
+    FOR c IN 0 .. (current_setting('bench.n')::int - 1) / 5000 LOOP
+        INSERT INTO meta_cloud_messages ("wamid", "organizationId",
+               "phoneNumberId", "direction", "to", "type", "rawType",
+               "text", "timestamp", "sentAt")
+        SELECT format('wamid.BENCHS%s', lpad(n::text, 12, '0')),
+               (SELECT "organizationId" FROM "MetaWhatsAppCredential"
+                 WHERE "phoneNumberId" = '106540352242922'),
+               '106540352242922', 'OUTBOUND', '5511000000001', 'TEXT',
+               'text', 'bench', '1749416383', now()
+          FROM generate_series(c * 5000 + 1,
+                   least((c + 1) * 5000,
+                         current_setting('bench.n')::int)) AS n
+        ON CONFLICT DO NOTHING;
+        COMMIT;
+    END LOOP;
+END
+$$;
+VACUUM ANALYZE meta_cloud_messages;
+\endif
+EOF
+fi
+
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
@@ -47,7 +86,8 @@ cpu0=$(children_cpu)
 PGOPTIONS="${PGOPTIONS:-} ${BENCH_PGOPTIONS:-}" \
 pgbench -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_" \
     -D contacts="${BENCH_CONTACTS:-1000000}" \
-    -U "$USER_" -f "$ROOT/bench/pgbench-ingest.sql" \
+    -D messages="${MESSAGES:-0}" \
+    -U "$USER_" -f "$SCRIPT" \
     -l --log-prefix="$log/tx" >"$log/out" 2>&1 || { cat "$log/out"; exit 1; }
 
 grep -E '^(number of (transactions actually processed|failed)|latency average|tps)' \

@@ -4,7 +4,11 @@
 -- grants (least privilege: the role may only execute metacloud_ingest() and
 -- metacloud_schema_version()).
 --
---   metacloud_ingest(raw bytea, events jsonb, info jsonb)   the one call
+--   metacloud_ingest(raw bytea, events jsonb, info jsonb)   the one call:
+--                                      defined (and granted) by
+--                                      010_metacloud_set_ingest.sql, its
+--                                      one home; the per-event rules it
+--                                      calls are here
 --   metacloud_schema_version()                              what is applied
 --   (metacloud_add_phone_number() is in 006_metacloud_operations.sql)
 --   metacloud_replay_event(event_id)   processes one stored, unprocessed
@@ -221,6 +225,7 @@ DECLARE
     v_hm        boolean := v_type = 'history_media';
     v_media_pk  text;
     v_msg_id    text;
+    v_new       boolean;
     b           record;
 BEGIN
     outcome := 'ok';
@@ -356,7 +361,14 @@ BEGIN
            "from" = coalesce(t."from", excluded."from"),
            "to" = coalesce(t."to", excluded."to"),
            "updatedAt" = now()
-    RETURNING t."id" INTO v_msg_id;
+    RETURNING t."id", t."xmax" = 0 INTO v_msg_id, v_new;
+
+    -- a new row inside metacloud_ingest(), which bypasses the trigger
+    -- below (its PL/pgSQL call per row cost more than the work): its
+    -- waiting statuses
+    IF v_new AND current_setting('metacloud.ingest', true) = 'on' THEN
+        PERFORM metacloud_apply_pending(v_phone, m ->> 'wamid', p_org);
+    END IF;
 
     IF NOT b.handled THEN
         PERFORM metacloud_on_message(v_msg_id);
@@ -373,57 +385,74 @@ $$;
 -- wamid's waiting statuses in the order they were received.  One probe of a
 -- small partial index per new message.
 
-CREATE OR REPLACE FUNCTION metacloud_apply_pending_statuses()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path FROM CURRENT
+CREATE OR REPLACE FUNCTION metacloud_apply_pending(p_phone text,
+    p_wamid text, p_org text)
+RETURNS void
+LANGUAGE plpgsql
 AS $$
 DECLARE
     ev  record;
 BEGIN
     -- the lock metacloud_apply_status() takes: a status event not
     -- committed yet is waited for, then seen by the query below
-    PERFORM pg_advisory_xact_lock(hashtext(NEW."phoneNumberId"),
-                                  hashtext(NEW."wamid"));
+    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(p_wamid));
 
     FOR ev IN
         SELECT w."id", w."event"
           FROM meta_cloud_webhook_events w
-         WHERE w."scope" = NEW."phoneNumberId"
-           AND ((w."event" -> 'status') ->> 'wamid') = NEW."wamid"
+         WHERE w."scope" = p_phone
+           AND ((w."event" -> 'status') ->> 'wamid') = p_wamid
            AND w."eventType" = 'status' AND NOT w."processed"
            AND NOT w."unrouted"
          ORDER BY w."receivedAt", w."webhookId"
            FOR UPDATE
     LOOP
-        PERFORM metacloud_process_guarded(ev."id", NEW."organizationId",
-                                          ev."event", true);
+        PERFORM metacloud_process_guarded(ev."id", p_org, ev."event", true);
     END LOOP;
+END
+$$;
 
+CREATE OR REPLACE FUNCTION metacloud_apply_pending_statuses()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM metacloud_apply_pending(NEW."phoneNumberId", NEW."wamid",
+                                    NEW."organizationId");
     RETURN NULL;
 END
 $$;
 
+-- Not for the rows metacloud_ingest() inserts (it sets metacloud.ingest
+-- for its call): metacloud_process_event() applies theirs itself.
 CREATE OR REPLACE TRIGGER meta_cloud_messages_apply_pending_statuses
     AFTER INSERT ON meta_cloud_messages
-    FOR EACH ROW EXECUTE FUNCTION metacloud_apply_pending_statuses();
+    FOR EACH ROW
+    WHEN (current_setting('metacloud.ingest', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION metacloud_apply_pending_statuses();
 
 
 -- metacloud_route() ------------------------------------------------------
 -- The organisation of a scope: by phone number id, or for account-level
 -- fields ('waba:<id>') by the WABA of any of its registered numbers.
+-- PL/pgSQL, so that its plans are cached: a SQL function that is not
+-- inlined (a scalar subquery is not) is planned again on every call
+-- (0.2 ms, more than the lookup).
 
 CREATE OR REPLACE FUNCTION metacloud_route(p_scope text)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT CASE WHEN p_scope LIKE 'waba:%'
-        THEN (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
-               WHERE c."wabaId" = substr(p_scope, 6)
-               ORDER BY c."id" LIMIT 1)
-        ELSE (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
-               WHERE c."phoneNumberId" = p_scope)
-    END
+BEGIN
+    IF p_scope LIKE 'waba:%' THEN
+        RETURN (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
+                 WHERE c."wabaId" = substr(p_scope, 6)
+                 ORDER BY c."id" LIMIT 1);
+    END IF;
+    RETURN (SELECT c."organizationId" FROM "MetaWhatsAppCredential" c
+             WHERE c."phoneNumberId" = p_scope);
+END
 $$;
 
 
@@ -475,196 +504,6 @@ BEGIN
                "updatedAt" = now()
          WHERE "id" = p_event_id;
     END IF;
-END
-$$;
-
-
--- metacloud_ingest() -----------------------------------------------------
--- One call, one transaction per webhook delivery (docs/EVENTS.md):
---   1. the events, sorted by (scope, webhookId) so that concurrent
---      deliveries take their row locks in one order and cannot deadlock,
---      are inserted with ON CONFLICT DO NOTHING: a retry or a copy sent to
---      another subscribed app is a "duplicate" and is not processed again;
---   2. each new event of a routed number is processed in its own
---      sub-transaction: an error marks that event failed (processed false,
---      error = the message) and undoes only its rows;
---   3. the raw body is stored, with the counts.
--- Returns {rawId, received, messagesProcessed, statusesProcessed, inserted,
--- duplicate, failed, unrouted, pending, media}.  "inserted" counts every
--- new event; "failed", "unrouted" and "pending" (statuses waiting for their
--- message) are parts of it; messagesProcessed and statusesProcessed (the
--- PRD's summary) count the message and status events stored in this call.
---
--- Event rows are written once: processed = true is set at insertion and
--- only a failure or a waiting status updates the row afterwards.
-
-CREATE OR REPLACE FUNCTION metacloud_ingest(raw bytea, events jsonb,
-    info jsonb DEFAULT '{}')
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    v_raw_id      text := gen_random_uuid()::text;
-    v_sha         bytea := sha256(coalesce(raw, ''::bytea));
-    v_outcome     text := coalesce(nullif(info ->> 'outcome', ''), 'ok');
-    v_error       text := info ->> 'error';
-    e             jsonb;
-    v_order       bigint[];
-    v_ord         bigint;
-    v_scope       text;
-    v_key         text;
-    v_type        text;
-    v_invalid     text;
-    v_org         text;
-    v_last_scope  text;
-    v_event_id    text;
-    p             record;
-    n_events      int := 0;
-    n_inserted    int := 0;
-    n_duplicate   int := 0;
-    n_failed      int := 0;
-    n_unrouted    int := 0;
-    n_pending     int := 0;
-    n_msg_ok      int := 0;
-    n_status_ok   int := 0;
-    v_media       jsonb := '[]';
-BEGIN
-    IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
-        -- a contract violation by the caller: keep the body, say why
-        v_error := coalesce(v_error, 'events is not a JSON array');
-        events := '[]';
-    END IF;
-
-    -- a body that is not a webhook: only the raw row, with its outcome
-    IF v_outcome = 'ok' THEN
-        -- the order of the events (their ordinalities); a delivery of one
-        -- event, the usual case, needs no query for it
-        n_events := jsonb_array_length(events);
-        IF n_events > 1 THEN
-            v_order := ARRAY(
-                SELECT x.ordinality
-                  FROM jsonb_array_elements(events) WITH ORDINALITY x
-                 ORDER BY (x.value ->> 'scope') COLLATE "C",
-                          (x.value ->> 'webhookId') COLLATE "C",
-                          x.ordinality);
-        END IF;
-
-        FOR i IN 1 .. n_events LOOP
-            v_ord := coalesce(v_order[i], 1);
-            e := events -> (v_ord::int - 1);
-            v_scope := e ->> 'scope';
-            v_key := e ->> 'webhookId';
-            v_type := coalesce(e ->> 'eventType', 'generic');
-            v_invalid := e ->> 'invalid';
-
-            IF v_scope IS NULL OR v_key IS NULL THEN
-                -- keep it anyway, keyed so that a retry of the same body is
-                -- a duplicate, and mark it failed
-                v_scope := coalesce(v_scope, 'invalid');
-                v_key := coalesce(v_key, format('invalid:%s:%s',
-                                                encode(v_sha, 'hex'), v_ord));
-                v_invalid := coalesce(v_invalid,
-                                      'event without scope or webhookId');
-            END IF;
-
-            -- a delivery is almost always one scope: look it up once
-            -- (metacloud_route(), inlined)
-            IF v_last_scope IS DISTINCT FROM v_scope THEN
-                IF v_scope LIKE 'waba:%' THEN
-                    v_org := (SELECT c."organizationId"
-                                FROM "MetaWhatsAppCredential" c
-                               WHERE c."wabaId" = substr(v_scope, 6)
-                               ORDER BY c."id" LIMIT 1);
-                ELSE
-                    v_org := (SELECT c."organizationId"
-                                FROM "MetaWhatsAppCredential" c
-                               WHERE c."phoneNumberId" = v_scope);
-                END IF;
-                v_last_scope := v_scope;
-            END IF;
-
-            INSERT INTO meta_cloud_webhook_events
-                   ("webhookId", "eventType", "phoneNumberId",
-                    "organizationId", "processed", "processedAt", "error",
-                    "payload", "receivedAt", "scope", "field", "wabaId",
-                    "rawRequestId", "unrouted", "event", "updatedAt")
-            VALUES (v_key, v_type, e ->> 'phoneNumberId',
-                    v_org,
-                    v_invalid IS NULL AND v_org IS NOT NULL,
-                    CASE WHEN v_invalid IS NULL AND v_org IS NOT NULL
-                         THEN now() END,
-                    v_invalid,
-                    coalesce(e -> 'payload', 'null'::jsonb), now(),
-                    v_scope, e ->> 'field', e ->> 'wabaId',
-                    v_raw_id, v_org IS NULL, e - 'payload', now())
-            ON CONFLICT ("scope", "webhookId") DO NOTHING
-            RETURNING "id" INTO v_event_id;
-
-            IF NOT FOUND THEN
-                n_duplicate := n_duplicate + 1;
-                CONTINUE;
-            END IF;
-
-            n_inserted := n_inserted + 1;
-
-            IF v_invalid IS NOT NULL THEN
-                n_failed := n_failed + 1;
-                CONTINUE;
-            END IF;
-
-            IF v_org IS NULL THEN
-                n_unrouted := n_unrouted + 1;
-                CONTINUE;
-            END IF;
-
-            -- only these types write rows: no sub-transaction for the rest
-            IF v_type NOT IN ('message', 'echo', 'history_message',
-                              'history_media', 'status', 'state_sync')
-            THEN
-                CONTINUE;
-            END IF;
-
-            p := metacloud_process_guarded(v_event_id, v_org, e, false);
-
-            IF p.outcome = 'failed' THEN
-                n_failed := n_failed + 1;
-            ELSIF p.outcome = 'pending' THEN
-                n_pending := n_pending + 1;
-            ELSIF v_type = 'status' THEN
-                n_status_ok := n_status_ok + 1;
-            ELSE
-                n_msg_ok := n_msg_ok + 1;
-                IF p.media_id IS NOT NULL THEN
-                    v_media := v_media || jsonb_build_array(
-                                   jsonb_build_object('id', p.media_id,
-                                                      'mediaId',
-                                                      p.meta_media_id));
-                END IF;
-            END IF;
-        END LOOP;
-    END IF;
-
-    INSERT INTO meta_cloud_webhook_requests
-           ("id", "body", "sha256", "receivedAt", "outcome", "error",
-            "signatureChecked", "eventCount", "inserted", "duplicate",
-            "failed", "unrouted", "pending")
-    VALUES (v_raw_id, coalesce(raw, ''::bytea), v_sha, now(), v_outcome,
-            v_error, coalesce((info ->> 'signatureChecked')::boolean, false),
-            n_events, n_inserted, n_duplicate, n_failed, n_unrouted,
-            n_pending);
-
-    -- received, messagesProcessed, statusesProcessed: the PRD's summary
-    RETURN jsonb_build_object('rawId', v_raw_id,
-                              'received', true,
-                              'messagesProcessed', n_msg_ok,
-                              'statusesProcessed', n_status_ok,
-                              'inserted', n_inserted,
-                              'duplicate', n_duplicate,
-                              'failed', n_failed,
-                              'unrouted', n_unrouted,
-                              'pending', n_pending,
-                              'media', v_media);
 END
 $$;
 
@@ -750,11 +589,10 @@ REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_apply_pending(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_route(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_replay_event(text) FROM PUBLIC;
 
-GRANT EXECUTE ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) TO metacloud_module;
 GRANT EXECUTE ON FUNCTION metacloud_schema_version() TO metacloud_module;
 
 

@@ -64,7 +64,7 @@ like($out, qr/^nothing to apply \(schema version $latest\)$/m,
      'a second run applies nothing');
 
 for my $f ('metacloud_apply_status(text, text, jsonb)',
-           'metacloud_apply_pending_statuses()') {
+           'metacloud_apply_pending(text, text, text)') {
     is(q1(qq{SELECT prosrc LIKE '%pg_advisory_xact_lock%' FROM pg_proc
               WHERE oid = '$f'::regprocedure}),
        't', "$f: today's version, with the race lock");
@@ -110,11 +110,11 @@ $t->sql_in($db, q{
 ($rc, $out) = migrate();
 like($out, qr/applied 004_metacloud_bridge\.sql/,
      'a changed file is applied again');
-like($out, qr/applied 007_metacloud_event_guard\.sql/,
+like($out, qr/applied 010_metacloud_set_ingest\.sql/,
      'and every file after it, so that the last definition wins');
-is(q1(q{SELECT prosrc LIKE '%metacloud_store_failed_event%' FROM pg_proc
+is(q1(q{SELECT prosrc LIKE '%metacloud_ingest_set%' FROM pg_proc
          WHERE oid = 'metacloud_ingest(bytea, jsonb, jsonb)'::regprocedure}),
-   't', "metacloud_ingest() is still 007's");
+   't', "metacloud_ingest() is still 010's");
 is(q1(q{SELECT prosrc FROM pg_proc
          WHERE oid = 'metacloud_bridge_ticket(text, text, boolean)'
                      ::regprocedure}),

@@ -1,0 +1,577 @@
+-- 010_metacloud_set_ingest.sql
+--
+-- A delivery written with a few statements per table, not a loop of
+-- sub-transactions.  Until now every event ran in its own sub-transaction
+-- (two, with 007's guard) through PL/pgSQL: a status cost PostgreSQL about
+-- 0.7 ms, and a body of more than 64 events overflowed the backend's
+-- sub-transaction cache, which slows every other session while it runs.
+--
+-- metacloud_ingest() now tries the whole delivery at once, in ONE
+-- sub-transaction (metacloud_ingest_set()):
+--   1. every event row in one INSERT ... ON CONFLICT DO NOTHING RETURNING,
+--      in (scope, webhookId) order as before (no deadlock between two
+--      deliveries);
+--   2. the new message, echo, history and state-sync events through
+--      metacloud_process_event() one by one, without a sub-transaction of
+--      their own (the bridge's rules stay where a platform replaces them);
+--   3. the statuses: their (number, wamid) locks in one sorted pass, one
+--      INSERT of every status whose message is known, one ladder-aware
+--      UPDATE of "currentStatus", one UPDATE marking the others pending,
+--      and the bridge's status updates as two statements when its hooks
+--      are the defaults (else metacloud_on_status() per status, as before).
+-- When anything in it fails for a reason of the data (not a deadlock, a
+-- lock timeout, a lack of resources or a shutdown, which still fail the
+-- call), that sub-transaction is rolled back and the delivery is written
+-- again by metacloud_ingest_each(): 007's loop, one sub-transaction per
+-- event, which isolates the failing one.  So every outcome is what 007
+-- gave, and only a delivery with a failing event pays for isolation.
+--
+-- metacloud_ingest() has one home from now on: this file (003 and 007
+-- keep only what they brought besides it).
+
+DO $$
+BEGIN
+    PERFORM set_config('search_path',
+                       format('%I, pg_temp', current_schema()), false);
+END
+$$;
+
+
+-- metacloud_ingest_each() --------------------------------------------------
+-- The events of a delivery one by one, each in its own sub-transaction
+-- (007): the fallback of metacloud_ingest().  Returns the counts and the
+-- media ids as metacloud_ingest_set() does.  Only called from
+-- metacloud_ingest(): no search_path of its own.
+
+CREATE OR REPLACE FUNCTION metacloud_ingest_each(p_raw_id text, p_sha bytea,
+    events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    e             jsonb;
+    v_order       bigint[];
+    v_ord         bigint;
+    v_scope       text;
+    v_key         text;
+    v_type        text;
+    v_invalid     text;
+    v_org         text;
+    v_last_scope  text;
+    v_event_id    text;
+    v_failure     text;
+    v_state       text;
+    v_media_id    text;
+    v_meta_media  text;
+    p             record;
+    n_events      int := jsonb_array_length(events);
+    n_inserted    int := 0;
+    n_duplicate   int := 0;
+    n_failed      int := 0;
+    n_unrouted    int := 0;
+    n_pending     int := 0;
+    n_msg_ok      int := 0;
+    n_status_ok   int := 0;
+    v_media       jsonb := '[]';
+BEGIN
+    -- the order of the events (their ordinalities); a delivery of one
+    -- event needs no query for it
+    IF n_events > 1 THEN
+        v_order := ARRAY(
+            SELECT x.ordinality
+              FROM jsonb_array_elements(events) WITH ORDINALITY x
+             ORDER BY (x.value ->> 'scope') COLLATE "C",
+                      (x.value ->> 'webhookId') COLLATE "C",
+                      x.ordinality);
+    END IF;
+
+    FOR i IN 1 .. n_events LOOP
+        v_ord := coalesce(v_order[i], 1);
+        e := events -> (v_ord::int - 1);
+        v_scope := e ->> 'scope';
+        v_key := e ->> 'webhookId';
+        v_type := coalesce(e ->> 'eventType', 'generic');
+        v_invalid := e ->> 'invalid';
+
+        IF v_scope IS NULL OR v_key IS NULL THEN
+            -- keep it anyway, keyed so that a retry of the same body is a
+            -- duplicate, and mark it failed
+            v_scope := coalesce(v_scope, 'invalid');
+            v_key := coalesce(v_key, format('invalid:%s:%s',
+                                            encode(p_sha, 'hex'), v_ord));
+            v_invalid := coalesce(v_invalid,
+                                  'event without scope or webhookId');
+        END IF;
+
+        IF v_last_scope IS DISTINCT FROM v_scope THEN
+            v_org := metacloud_route(v_scope);
+            v_last_scope := v_scope;
+        END IF;
+
+        -- the event's row and its processing, in a sub-transaction: a
+        -- value the table refuses fails this event only; counted after
+        -- the block, whose variables an error does not undo
+        v_event_id := NULL;
+        v_failure := NULL;
+        v_state := 'ok';
+        v_media_id := NULL;
+
+        BEGIN
+            INSERT INTO meta_cloud_webhook_events
+                   ("webhookId", "eventType", "phoneNumberId",
+                    "organizationId", "processed", "processedAt", "error",
+                    "payload", "receivedAt", "scope", "field", "wabaId",
+                    "rawRequestId", "unrouted", "event", "updatedAt")
+            VALUES (v_key, v_type, e ->> 'phoneNumberId', v_org,
+                    v_invalid IS NULL AND v_org IS NOT NULL,
+                    CASE WHEN v_invalid IS NULL AND v_org IS NOT NULL
+                         THEN now() END,
+                    v_invalid,
+                    coalesce(e -> 'payload', 'null'::jsonb), now(),
+                    v_scope, e ->> 'field', e ->> 'wabaId',
+                    p_raw_id, v_org IS NULL, e - 'payload', now())
+            ON CONFLICT ("scope", "webhookId") DO NOTHING
+            RETURNING "id" INTO v_event_id;
+
+            IF v_event_id IS NULL THEN
+                v_state := 'duplicate';
+            ELSIF v_invalid IS NOT NULL THEN
+                v_state := 'failed';
+            ELSIF v_org IS NULL THEN
+                v_state := 'unrouted';
+            ELSIF v_type IN ('message', 'echo', 'history_message',
+                             'history_media', 'status', 'state_sync')
+            THEN
+                p := metacloud_process_guarded(v_event_id, v_org, e, false);
+                v_state := p.outcome;
+                v_media_id := p.media_id;
+                v_meta_media := p.meta_media_id;
+            END IF;
+        EXCEPTION
+            WHEN transaction_rollback OR lock_not_available
+                 OR insufficient_resources OR operator_intervention
+                 OR system_error THEN
+                RAISE;
+            WHEN OTHERS THEN
+                v_failure := SQLERRM;
+        END;
+
+        IF v_failure IS NOT NULL THEN
+            v_state := CASE WHEN metacloud_store_failed_event(p_raw_id,
+                                     p_sha, v_ord, e, v_type, v_failure)
+                                 IS NULL
+                            THEN 'duplicate' ELSE 'failed' END;
+            v_media_id := NULL;
+        END IF;
+
+        IF v_state = 'duplicate' THEN
+            n_duplicate := n_duplicate + 1;
+            CONTINUE;
+        END IF;
+
+        n_inserted := n_inserted + 1;
+
+        IF v_state = 'failed' THEN
+            n_failed := n_failed + 1;
+        ELSIF v_state = 'unrouted' THEN
+            n_unrouted := n_unrouted + 1;
+        ELSIF v_state = 'pending' THEN
+            n_pending := n_pending + 1;
+        ELSIF v_type = 'status' THEN
+            n_status_ok := n_status_ok + 1;
+        ELSIF v_type IN ('message', 'echo', 'history_message',
+                         'history_media')
+        THEN
+            n_msg_ok := n_msg_ok + 1;
+            IF v_media_id IS NOT NULL THEN
+                v_media := v_media || jsonb_build_array(
+                               jsonb_build_object('id', v_media_id,
+                                                  'mediaId', v_meta_media));
+            END IF;
+        END IF;
+    END LOOP;
+
+    RETURN jsonb_build_object('inserted', n_inserted,
+                              'duplicate', n_duplicate,
+                              'failed', n_failed,
+                              'unrouted', n_unrouted,
+                              'pending', n_pending,
+                              'messagesProcessed', n_msg_ok,
+                              'statusesProcessed', n_status_ok,
+                              'media', v_media);
+END
+$$;
+
+
+-- metacloud_bridge_status_default() ----------------------------------------
+-- true when the status hooks are still the defaults of 004, so that the
+-- set-based path may apply their rule itself (two UPDATEs for a whole
+-- delivery); false when a platform replaced either: its function is then
+-- called for each status, as before.  Read on every call, so a replacement
+-- counts at once.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_status_default()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- PL/pgSQL for its cached plan (a SQL function with a FROM clause is
+    -- planned again on every call)
+    RETURN (SELECT count(*) = 2
+              FROM pg_proc p
+              JOIN (VALUES ('metacloud_on_status',
+                            'SELECT metacloud_bridge_default_on_status($1)'),
+                           ('metacloud_bridge_status',
+                            'SELECT metacloud_bridge_default_status'
+                            '($1, $2, $3, $4)'))
+                   AS d(name, src)
+                ON p.proname = d.name
+             WHERE pg_function_is_visible(p.oid) AND p.prosrc = d.src);
+END
+$$;
+
+
+-- metacloud_ingest_set() ---------------------------------------------------
+-- The events of a delivery in a few statements (above).  Raises whatever a
+-- statement raises: metacloud_ingest() then rolls it back and calls
+-- metacloud_ingest_each().  Only called from metacloud_ingest(): no
+-- search_path of its own.
+
+CREATE OR REPLACE FUNCTION metacloud_ingest_set(p_raw_id text, p_sha bytea,
+    events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_scope1    text;
+    v_org1      text;
+    ev          record;
+    v_st_ids    text[];
+    v_st_evs    jsonb[];
+    v_done      text[];
+    v_id        text;
+    v_status_ids text[];
+    v_status_msg text[];
+    v_status_st text[];
+    p           record;
+    n_events    int := jsonb_array_length(events);
+    n_inserted  int := 0;
+    n_failed    int := 0;
+    n_unrouted  int := 0;
+    n_pending   int := 0;
+    n_msg_ok    int := 0;
+    n_status_ok int := 0;
+    v_media     jsonb := '[]';
+BEGIN
+    -- 1. the event rows, in one statement; a key given twice in the body
+    -- is inserted once, by its first event, as the loop did (the others
+    -- count as duplicates).  A delivery is nearly always one scope: the
+    -- first is routed here once, any other in the statement.
+    -- 2. each new event as it comes back, in key order: messages, echoes,
+    -- history and contacts through the per-event rules (and the bridge's
+    -- hooks); statuses gathered for the statements below.
+    v_scope1 := coalesce(events -> 0 ->> 'scope', 'invalid');
+    v_org1 := metacloud_route(v_scope1);
+
+    FOR ev IN
+        WITH d AS (
+            SELECT DISTINCT ON (i.scope, i.key) i.*,
+                   CASE WHEN i.scope = v_scope1 THEN v_org1
+                        ELSE metacloud_route(i.scope) END AS org
+              FROM (SELECT x.n, x.e,
+                           coalesce(x.e ->> 'scope', 'invalid') AS scope,
+                           coalesce(x.e ->> 'webhookId',
+                                    format('invalid:%s:%s',
+                                           encode(p_sha, 'hex'), x.n))
+                               AS key,
+                           coalesce(x.e ->> 'eventType', 'generic') AS type,
+                           coalesce(x.e ->> 'invalid',
+                               CASE WHEN x.e ->> 'scope' IS NULL
+                                         OR x.e ->> 'webhookId' IS NULL
+                                    THEN 'event without scope or webhookId'
+                               END) AS invalid
+                      FROM jsonb_array_elements(events)
+                           WITH ORDINALITY AS x(e, n)) AS i
+             ORDER BY i.scope, i.key, i.n
+        ), ins AS (
+            INSERT INTO meta_cloud_webhook_events AS w
+                   ("webhookId", "eventType", "phoneNumberId",
+                    "organizationId", "processed", "processedAt", "error",
+                    "payload", "receivedAt", "scope", "field", "wabaId",
+                    "rawRequestId", "unrouted", "event", "updatedAt")
+            SELECT d.key, d.type, d.e ->> 'phoneNumberId', d.org,
+                   d.invalid IS NULL AND d.org IS NOT NULL,
+                   CASE WHEN d.invalid IS NULL AND d.org IS NOT NULL
+                        THEN now() END,
+                   d.invalid, coalesce(d.e -> 'payload', 'null'::jsonb),
+                   now(), d.scope, d.e ->> 'field', d.e ->> 'wabaId',
+                   p_raw_id, d.org IS NULL, d.e - 'payload', now()
+              FROM d
+             ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
+            ON CONFLICT ("scope", "webhookId") DO NOTHING
+            RETURNING w."id", w."scope", w."webhookId"
+        )
+        SELECT ins."id", d.org, d.e, d.type, d.invalid
+          FROM ins JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId"
+         ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
+    LOOP
+        n_inserted := n_inserted + 1;
+        IF ev.invalid IS NOT NULL THEN
+            n_failed := n_failed + 1;
+        ELSIF ev.org IS NULL THEN
+            n_unrouted := n_unrouted + 1;
+        ELSIF ev.type = 'status' THEN
+            v_st_ids := v_st_ids || ev.id;
+            v_st_evs := v_st_evs || ev.e;
+        ELSIF ev.type IN ('message', 'echo', 'history_message',
+                         'history_media', 'state_sync')
+        THEN
+            p := metacloud_process_event(ev.id, ev.org, ev.e);
+            IF ev.type <> 'state_sync' THEN
+                n_msg_ok := n_msg_ok + 1;
+            END IF;
+            IF p.media_id IS NOT NULL THEN
+                v_media := v_media || jsonb_build_array(
+                               jsonb_build_object('id', p.media_id,
+                                                  'mediaId',
+                                                  p.meta_media_id));
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- 3. statuses
+    IF v_st_ids IS NOT NULL THEN
+        IF EXISTS (SELECT FROM unnest(v_st_evs) e
+                    WHERE jsonb_typeof(e -> 'status')
+                          IS DISTINCT FROM 'object')
+        THEN
+            RAISE EXCEPTION 'status event without a status object';
+        END IF;
+
+        -- The locks metacloud_apply_status() takes, in one sorted pass: a
+        -- message of these wamids committing now is waited for, then seen.
+        PERFORM pg_advisory_xact_lock(l.a, l.b)
+           FROM (SELECT DISTINCT
+                        hashtext(coalesce(e ->> 'phoneNumberId',
+                                          e ->> 'scope')) AS a,
+                        hashtext(e -> 'status' ->> 'wamid') AS b
+                   FROM unnest(v_st_evs) e
+                  ORDER BY 1, 2) l;
+
+        -- every status whose message is known, in one statement (the
+        -- sub-object's keys are the column names: docs/EVENTS.md), and
+        -- "currentStatus" raised in one UPDATE, never down the ladder
+        WITH s AS (
+            SELECT u.id AS event_id, u.n,
+                   coalesce(u.e ->> 'phoneNumberId', u.e ->> 'scope')
+                       AS phone,
+                   u.e -> 'status' AS st
+              FROM unnest(v_st_ids, v_st_evs) WITH ORDINALITY AS u(id, e, n)
+        ), ins AS (
+            INSERT INTO meta_cloud_message_statuses
+                   ("id", "messageId", "webhookEventId", "status",
+                    "timestamp", "statusAt", "recipientId", "errorCode",
+                    "errorTitle", "errorMessage", "errorDetails",
+                    "pricingModel", "pricingCategory", "createdAt", "wamid",
+                    "statusRaw", "recipientUserId", "recipientParentUserId",
+                    "recipientType", "recipientParticipantId",
+                    "recipientParticipantUserId", "errorHref",
+                    "pricingType", "billable", "conversationId",
+                    "conversationOriginType", "conversationExpiresAt",
+                    "bizOpaqueCallbackData", "updatedAt")
+            SELECT gen_random_uuid()::text, m."id", s.event_id, r."status",
+                   r."timestamp",
+                   coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
+                            now()),
+                   r."recipientId", r."errorCode", r."errorTitle",
+                   r."errorMessage", r."errorDetails", r."pricingModel",
+                   r."pricingCategory", now(), r."wamid", r."statusRaw",
+                   r."recipientUserId", r."recipientParentUserId",
+                   r."recipientType", r."recipientParticipantId",
+                   r."recipientParticipantUserId", r."errorHref",
+                   r."pricingType", r."billable", r."conversationId",
+                   r."conversationOriginType",
+                   to_timestamp((s.st ->> 'conversationExpiresAt')::bigint),
+                   r."bizOpaqueCallbackData", now()
+              FROM s
+              JOIN meta_cloud_messages m
+                ON m."phoneNumberId" = s.phone
+               AND m."wamid" = s.st ->> 'wamid'
+             CROSS JOIN LATERAL jsonb_populate_record(
+                       NULL::meta_cloud_message_statuses,
+                       s.st - 'conversationExpiresAt') AS r
+             ORDER BY s.n
+            RETURNING "id", "messageId", "webhookEventId", "status",
+                      "statusAt"
+        ), best AS (
+            -- per message, what the loop left current: the highest rank,
+            -- the first of equals in key order
+            SELECT DISTINCT ON (ins."messageId") ins."messageId",
+                   ins."status", ins."statusAt",
+                   metacloud_status_rank(ins."status") AS rank
+              FROM ins JOIN s ON s.event_id = ins."webhookEventId"
+             ORDER BY ins."messageId",
+                      metacloud_status_rank(ins."status") DESC, s.n
+        ), up AS (
+            UPDATE meta_cloud_messages t
+               SET "currentStatus" = b."status",
+                   "lastStatusUpdate" = b."statusAt",
+                   "updatedAt" = now()
+              FROM best b
+             WHERE t."id" = b."messageId"
+               AND metacloud_status_rank(t."currentStatus") < b.rank
+        )
+        SELECT array_agg(ins."webhookEventId" ORDER BY s.n),
+               array_agg(ins."id" ORDER BY s.n),
+               array_agg(ins."messageId" ORDER BY s.n),
+               array_agg(ins."status"::text ORDER BY s.n)
+          INTO v_done, v_status_ids, v_status_msg, v_status_st
+          FROM ins JOIN s ON s.event_id = ins."webhookEventId";
+
+        n_status_ok := coalesce(cardinality(v_done), 0);
+        n_pending := cardinality(v_st_ids) - n_status_ok;
+
+        -- the others wait for their message (the trigger of 003)
+        IF n_pending > 0 THEN
+            UPDATE meta_cloud_webhook_events
+               SET "processed" = false, "processedAt" = NULL,
+                   "error" = 'message not found', "updatedAt" = now()
+             WHERE "id" = ANY (v_st_ids)
+               AND NOT "id" = ANY (coalesce(v_done, '{}'));
+        END IF;
+
+        IF n_status_ok > 0 AND metacloud_bridge_status_default() THEN
+            -- metacloud_bridge_default_on_status() for the whole delivery:
+            -- a message whose currentStatus is one of the statuses just
+            -- recorded passes it on (never down the ladder)
+            WITH c AS (
+                SELECT DISTINCT m."organizationId" AS org, m."messageId",
+                       m."wamid", m."currentStatus"::text AS cur,
+                       metacloud_bridge_rank(m."currentStatus"::text) AS rank
+                  FROM unnest(v_status_msg, v_status_st) AS u(id, st)
+                  JOIN meta_cloud_messages m
+                    ON m."id" = u.id AND m."currentStatus"::text = u.st
+            ), bm AS (
+                UPDATE "Message" x
+                   SET "status" = c.cur, "updatedAt" = now()
+                  FROM c
+                 WHERE x."id" = c."messageId"
+                   AND metacloud_bridge_rank(x."status") < c.rank
+            )
+            UPDATE "CampaignRecipient" x
+               SET "status" = c.cur, "updatedAt" = now()
+              FROM c
+             WHERE x."wamid" = c."wamid" AND x."organizationId" = c.org
+               AND metacloud_bridge_rank(x."status") < c.rank;
+        ELSIF n_status_ok > 0 THEN
+            -- a platform's hooks: called for each status, in key order,
+            -- once the delivery's statuses are all recorded
+            FOREACH v_id IN ARRAY v_status_ids LOOP
+                PERFORM metacloud_on_status(v_id);
+            END LOOP;
+        END IF;
+    END IF;
+
+    RETURN jsonb_build_object('inserted', n_inserted,
+                              'duplicate', n_events - n_inserted,
+                              'failed', n_failed,
+                              'unrouted', n_unrouted,
+                              'pending', n_pending,
+                              'messagesProcessed', n_msg_ok,
+                              'statusesProcessed', n_status_ok,
+                              'media', v_media);
+END
+$$;
+
+
+-- metacloud_ingest() -----------------------------------------------------
+-- One call, one transaction per webhook delivery (docs/EVENTS.md):
+--   1. the events, in (scope, webhookId) order so that concurrent
+--      deliveries take their row locks in one order and cannot deadlock,
+--      are inserted with ON CONFLICT DO NOTHING: a retry or a copy sent to
+--      another subscribed app is a "duplicate" and is not processed again;
+--   2. each new event of a routed number is processed; an event that fails
+--      is marked failed (processed false, error = the message) and only its
+--      rows are undone: metacloud_ingest_set() writes the delivery in a few
+--      statements inside one sub-transaction, and when that fails
+--      metacloud_ingest_each() writes it again one event at a time, each
+--      in its own (above);
+--   3. the raw body is stored, with the counts.
+-- Returns {rawId, received, messagesProcessed, statusesProcessed, inserted,
+-- duplicate, failed, unrouted, pending, media}.  "inserted" counts every
+-- new event; "failed", "unrouted" and "pending" (statuses waiting for their
+-- message) are parts of it; messagesProcessed and statusesProcessed (the
+-- PRD's summary) count the message and status events stored in this call;
+-- media lists the media rows created (PENDING), for the download queue.
+
+CREATE OR REPLACE FUNCTION metacloud_ingest(raw bytea, events jsonb,
+    info jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+-- the rows this call inserts skip the pending-status trigger (003)
+SET metacloud.ingest = 'on'
+AS $$
+DECLARE
+    v_raw_id   text := gen_random_uuid()::text;
+    v_sha      bytea := sha256(coalesce(raw, ''::bytea));
+    v_outcome  text := coalesce(nullif(info ->> 'outcome', ''), 'ok');
+    v_error    text := info ->> 'error';
+    n_events   int := 0;
+    c          jsonb := '{"inserted": 0, "duplicate": 0, "failed": 0,
+                          "unrouted": 0, "pending": 0,
+                          "messagesProcessed": 0, "statusesProcessed": 0,
+                          "media": []}';
+BEGIN
+    IF v_outcome = 'ok' AND jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
+        -- a contract violation by the caller: keep the body, say why
+        v_error := coalesce(v_error, 'events is not a JSON array');
+        events := '[]';
+    END IF;
+
+    -- a body that is not a webhook: only the raw row, with its outcome
+    IF v_outcome = 'ok' THEN
+        n_events := jsonb_array_length(events);
+    END IF;
+
+    IF n_events > 0 THEN
+        BEGIN
+            c := metacloud_ingest_set(v_raw_id, v_sha, events);
+        EXCEPTION
+            WHEN transaction_rollback OR lock_not_available
+                 OR insufficient_resources OR operator_intervention
+                 OR system_error THEN
+                RAISE;
+            WHEN OTHERS THEN
+                -- an event the set-based statements could not take: all
+                -- of it is undone, and written again event by event
+                c := metacloud_ingest_each(v_raw_id, v_sha, events);
+        END;
+    END IF;
+
+    INSERT INTO meta_cloud_webhook_requests
+           ("id", "body", "sha256", "receivedAt", "outcome", "error",
+            "signatureChecked", "eventCount", "inserted", "duplicate",
+            "failed", "unrouted", "pending")
+    VALUES (v_raw_id, coalesce(raw, ''::bytea), v_sha, now(), v_outcome,
+            v_error, coalesce((info ->> 'signatureChecked')::boolean, false),
+            n_events, (c ->> 'inserted')::int, (c ->> 'duplicate')::int,
+            (c ->> 'failed')::int, (c ->> 'unrouted')::int,
+            (c ->> 'pending')::int);
+
+    RETURN jsonb_build_object('rawId', v_raw_id, 'received', true) || c;
+END
+$$;
+
+
+REVOKE ALL ON FUNCTION metacloud_ingest_each(text, bytea, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_ingest_set(text, bytea, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_status_default() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb)
+    TO metacloud_module;
+
+
+INSERT INTO metacloud_schema_migrations (version, name)
+VALUES (10, 'metacloud_set_ingest')
+ON CONFLICT (version) DO NOTHING;
