@@ -10,7 +10,11 @@
 #   make migrate      apply the migrations (to $PGDATABASE when set, else to
 #                     the `make run` cluster's database metacloud)
 #   make psql         psql into the `make run` database
-#   make bench        scripts/bench (wrk; the media case: bench/media.pl)
+#   make bench        scripts/bench: the module, the Node peer (issue 10;
+#                     BENCH_PEER) and `return 200` side by side (wrk,
+#                     paced.js, the media case: bench/media.pl)
+#   make bench-rss    scripts/bench-rss: the workers' RSS over
+#                     BENCH_RSS_REQUESTS (1,000,000) unique webhooks
 #   make bench-compare  the module of BASE (a git revision, 529180b) and of
 #                     this tree side by side, interleaved (scripts/bench-compare)
 #   make clean        remove build/;  make distclean: also .run/ (clusters)
@@ -26,10 +30,10 @@ PROJECT_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
 RUN_DIR := $(PROJECT_ROOT)/.run
 
 export T VALGRIND VALGRIND_T PROVE_FLAGS MC_KEEP UNIT TEST_PG_PORT RUN_PG_PORT KEEP_PG
-export BASE BENCH_PG_PORT
+export BASE BENCH_PG_PORT BENCH_PORT
 
 .PHONY: deps build build-debug run migrate psql test bench bench-compare \
-	bench-media-latency \
+	bench-media-latency bench-rss \
         clean distclean
 
 deps:
@@ -81,6 +85,11 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(PROJECT_ROOT)/scripts/bench
+
+bench-rss:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@$(PROJECT_ROOT)/scripts/bench-rss
 
 # webhook p99 with and without 20 stalled media downloads (a timing
 # comparison: kept out of make test, run in the test harness's cluster)

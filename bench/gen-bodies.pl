@@ -4,10 +4,12 @@
 # "<X-Hub-Signature-256 value> <body>".  Each body carries new wamids, so
 # what the benchmark measures is the insert path, not the duplicate one.
 #
-#   gen-bodies.pl text|statuses|large COUNT SECRET [FIRST] > FILE
+#   gen-bodies.pl text|statuses|large|big COUNT SECRET [FIRST] > FILE
 #
 # large: bodies of about 3 MB (Meta's limit), 2,000 text messages of 1.4 kB
 # each, for the large-body case of scripts/bench.
+# big: 1,000 short text messages a body (about 330 kB), for the 1,000-event
+# case of scripts/bench.
 # FIRST (1) is the number of the first body: runs that share a database
 # take disjoint ranges (scripts/bench-compare, one range per round).
 
@@ -17,8 +19,8 @@ use warnings;
 use Digest::SHA qw(hmac_sha256_hex);
 
 my ($kind, $count, $secret, $first) = @ARGV;
-die "usage: $0 text|statuses|large COUNT SECRET [FIRST]\n"
-    unless defined $secret && $kind =~ /^(text|statuses|large)$/;
+die "usage: $0 text|statuses|large|big COUNT SECRET [FIRST]\n"
+    unless defined $secret && $kind =~ /^(text|statuses|large|big)$/;
 $first //= 1;
 
 my $pnid = '106540352242922';
@@ -51,17 +53,17 @@ for my $i ($first .. $first + $count - 1) {
             . ($ts + $i) . '","type":"text","text":{"body":"Ol\u00e1, '
             . 'pedido ' . $i . ' \/ does it come in another color?"}}]');
 
-    } elsif ($kind eq 'large') {
+    } elsif ($kind eq 'large' || $kind eq 'big') {
+        my ($per, $pad) = $kind eq 'large' ? (2000, 'x' x 1400) : (1000, '');
         my (@c, @m);
-        for my $j (1 .. 2000) {
-            my $n = ($i - 1) * 2000 + $j;
+        for my $j (1 .. $per) {
+            my $n = ($i - 1) * $per + $j;
             my $from = sprintf('5511%09d', $n % 1000000);
             push @c, '{"profile":{"name":"Bench User ' . $n . '"},"wa_id":"'
                 . $from . '"}';
             push @m, '{"from":"' . $from . '","id":"' . wamid($n)
                 . '","timestamp":"' . ($ts + $n) . '","type":"text",'
-                . '"text":{"body":"pedido ' . $n . ' ' . ('x' x 1400)
-                . '"}}';
+                . '"text":{"body":"pedido ' . $n . ' ' . $pad . '"}}';
         }
         $body = envelope('"contacts":[' . join(',', @c) . '],"messages":['
             . join(',', @m) . ']');

@@ -5,6 +5,14 @@
 -- module answers only 200, 401, 403, 405, 413 and 503, and nginx's
 -- `return 200` only 200, so no Lua response() callback is needed (it would
 -- cost the client CPU that the server under test shares).
+--
+-- MC_BENCH_ONCE=PREFIX (scripts/bench-rss): each body is sent once; a thread
+-- whose bodies are used up sends "GET /done" instead (a `return 204` of the
+-- bench's nginx) and, once it has as many answers other than 204 as bodies,
+-- creates the file PREFIX.<thread number> and stops: wrk itself runs for
+-- its -d, so the caller waits for the files and ends wrk with SIGINT (it
+-- then reports).  (A server without /done ends the run early: warm-ups
+-- of the Node peer.)
 
 local threads = {}
 local nthreads = 0
@@ -28,12 +36,42 @@ function init(args)
         end
         n = n + 1
     end
-    idx, wrapped = 0, 0
+    idx, wrapped, answers = 0, 0, 0
+    -- wrk calls thread 0's request() once to check what it returns, and
+    -- sends nothing of it: that call must not use up a body
+    verify = tid == 0
+end
+
+local once = os.getenv("MC_BENCH_ONCE")
+if once then
+    function response(status)
+        if status == 204 then
+            return
+        end
+        answers = answers + 1
+        if answers == #bodies then
+            io.open(once .. "." .. tid, "w"):close()
+            wrk.thread:stop()
+        end
+    end
+
+    -- a GET /done every 50 ms a connection, not as fast as nginx answers:
+    -- the last bodies of the other threads get the CPU
+    function delay()
+        return idx >= #bodies and 50 or 0
+    end
 end
 
 function request()
+    if verify then
+        verify = false
+        return wrk.format("POST", nil, {}, bodies[1])
+    end
     idx = idx + 1
     if idx > #bodies then
+        if once then
+            return wrk.format("GET", "/done")
+        end
         idx, wrapped = 1, 1
     end
     return wrk.format("POST", nil, {
