@@ -138,70 +138,191 @@ END
 $do$;
 
 
+-- metacloud_bridge_status_default() ----------------------------------------
+-- true when the status hooks are still the defaults of 004, so that the
+-- set-based path may apply their rule itself (two UPDATEs for a whole
+-- delivery); false when a platform replaced either: its function is then
+-- called for each status, as before.  Read on every call, so a replacement
+-- counts at once.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_status_default()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- PL/pgSQL for its cached plan (a SQL function with a FROM clause is
+    -- planned again on every call)
+    RETURN (SELECT count(*) = 2
+              FROM pg_proc p
+              JOIN (VALUES ('metacloud_on_status',
+                            'SELECT metacloud_bridge_default_on_status($1)'),
+                           ('metacloud_bridge_status',
+                            'SELECT metacloud_bridge_default_status'
+                            '($1, $2, $3, $4)'))
+                   AS d(name, src)
+                ON p.proname = d.name
+             WHERE pg_function_is_visible(p.oid) AND p.prosrc = d.src);
+END
+$$;
+
+
+-- metacloud_apply_statuses() ----------------------------------------------
+-- Records status sub-objects against their messages, in a few statements
+-- whatever their number: p_event_ids, p_phones (the number of each) and
+-- p_statuses (the sub-objects) side by side, in key order.  Takes each
+-- (number, wamid) lock the pending-status trigger takes, inserts every
+-- status whose message is known, raises "currentStatus" in one UPDATE
+-- (never down the ladder of metacloud_status_rank(): the highest rank, the
+-- first of equals), then the bridge: the default rule as two UPDATEs, or a
+-- platform's metacloud_on_status() once per status.  Returns the event ids
+-- whose status was recorded (NULL: none); the others wait for their
+-- message.  Used by metacloud_ingest_set() for a whole delivery and by
+-- metacloud_apply_status() for one.
+
+CREATE OR REPLACE FUNCTION metacloud_apply_statuses(p_event_ids text[],
+    p_phones text[], p_statuses jsonb[])
+RETURNS text[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_done        text[];
+    v_id          text;
+    v_status_ids  text[];
+    v_status_msg  text[];
+    v_status_st   text[];
+BEGIN
+    IF EXISTS (SELECT FROM unnest(p_statuses) s
+                WHERE jsonb_typeof(s) IS DISTINCT FROM 'object')
+    THEN
+        RAISE EXCEPTION 'status event without a status object';
+    END IF;
+
+    -- The lock of each (number, wamid), in one sorted pass: a
+    -- message of these wamids committing now is waited for, then seen.
+    PERFORM pg_advisory_xact_lock(l.a, l.b)
+       FROM (SELECT DISTINCT
+                    hashtext(x.phone) AS a,
+                    hashtext(x.st ->> 'wamid') AS b
+               FROM unnest(p_phones, p_statuses) AS x(phone, st)
+              ORDER BY 1, 2) l;
+
+    -- every status whose message is known, in one statement (the
+    -- sub-object's keys are the column names: docs/EVENTS.md), and
+    -- "currentStatus" raised in one UPDATE, never down the ladder
+    WITH s AS (
+        SELECT u.event_id, u.phone, u.st, u.n
+          FROM unnest(p_event_ids, p_phones, p_statuses)
+               WITH ORDINALITY AS u(event_id, phone, st, n)
+    ), ins AS (
+        INSERT INTO meta_cloud_message_statuses
+               ("id", "messageId", "webhookEventId", "status",
+                "timestamp", "statusAt", "recipientId", "errorCode",
+                "errorTitle", "errorMessage", "errorDetails",
+                "pricingModel", "pricingCategory", "createdAt", "wamid",
+                "statusRaw", "recipientUserId", "recipientParentUserId",
+                "recipientType", "recipientParticipantId",
+                "recipientParticipantUserId", "errorHref",
+                "pricingType", "billable", "conversationId",
+                "conversationOriginType", "conversationExpiresAt",
+                "bizOpaqueCallbackData", "updatedAt")
+        SELECT gen_random_uuid()::text, m."id", s.event_id, r."status",
+               r."timestamp",
+               coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
+                        now()),
+               r."recipientId", r."errorCode", r."errorTitle",
+               r."errorMessage", r."errorDetails", r."pricingModel",
+               r."pricingCategory", now(), r."wamid", r."statusRaw",
+               r."recipientUserId", r."recipientParentUserId",
+               r."recipientType", r."recipientParticipantId",
+               r."recipientParticipantUserId", r."errorHref",
+               r."pricingType", r."billable", r."conversationId",
+               r."conversationOriginType",
+               to_timestamp((s.st ->> 'conversationExpiresAt')::bigint),
+               r."bizOpaqueCallbackData", now()
+          FROM s
+          JOIN meta_cloud_messages m
+            ON m."phoneNumberId" = s.phone
+           AND m."wamid" = s.st ->> 'wamid'
+         CROSS JOIN LATERAL jsonb_populate_record(
+                   NULL::meta_cloud_message_statuses,
+                   s.st - 'conversationExpiresAt') AS r
+         ORDER BY s.n
+        RETURNING "id", "messageId", "webhookEventId", "status",
+                  "statusAt"
+    ), best AS (
+        -- per message, what the loop left current: the highest rank,
+        -- the first of equals in key order
+        SELECT DISTINCT ON (ins."messageId") ins."messageId",
+               ins."status", ins."statusAt",
+               metacloud_status_rank(ins."status") AS rank
+          FROM ins JOIN s ON s.event_id = ins."webhookEventId"
+         ORDER BY ins."messageId",
+                  metacloud_status_rank(ins."status") DESC, s.n
+    ), up AS (
+        UPDATE meta_cloud_messages t
+           SET "currentStatus" = b."status",
+               "lastStatusUpdate" = b."statusAt",
+               "updatedAt" = now()
+          FROM best b
+         WHERE t."id" = b."messageId"
+           AND metacloud_status_rank(t."currentStatus") < b.rank
+    )
+    SELECT array_agg(ins."webhookEventId" ORDER BY s.n),
+           array_agg(ins."id" ORDER BY s.n),
+           array_agg(ins."messageId" ORDER BY s.n),
+           array_agg(ins."status"::text ORDER BY s.n)
+      INTO v_done, v_status_ids, v_status_msg, v_status_st
+      FROM ins JOIN s ON s.event_id = ins."webhookEventId";
+
+    IF v_done IS NOT NULL AND metacloud_bridge_status_default() THEN
+        -- metacloud_bridge_default_on_status() for all of them at once:
+        -- a message whose currentStatus is one of the statuses just
+        -- recorded passes it on (never down the ladder)
+        WITH c AS (
+            SELECT DISTINCT m."organizationId" AS org, m."messageId",
+                   m."wamid", m."currentStatus"::text AS cur,
+                   metacloud_bridge_rank(m."currentStatus"::text) AS rank
+              FROM unnest(v_status_msg, v_status_st) AS u(id, st)
+              JOIN meta_cloud_messages m
+                ON m."id" = u.id AND m."currentStatus"::text = u.st
+        ), bm AS (
+            UPDATE "Message" x
+               SET "status" = c.cur, "updatedAt" = now()
+              FROM c
+             WHERE x."id" = c."messageId"
+               AND metacloud_bridge_rank(x."status") < c.rank
+        )
+        UPDATE "CampaignRecipient" x
+           SET "status" = c.cur, "updatedAt" = now()
+          FROM c
+         WHERE x."wamid" = c."wamid" AND x."organizationId" = c.org
+           AND metacloud_bridge_rank(x."status") < c.rank;
+    ELSIF v_done IS NOT NULL THEN
+        -- a platform's hooks: called for each status, in key order,
+        -- once all of these statuses are recorded
+        FOREACH v_id IN ARRAY v_status_ids LOOP
+            PERFORM metacloud_on_status(v_id);
+        END LOOP;
+    END IF;
+
+    RETURN v_done;
+END
+$$;
+
+
 -- metacloud_apply_status() -----------------------------------------------
--- Records one status sub-object against its message.  Returns false, and
--- writes nothing, when the message (phone number + wamid) is not known yet.
+-- Records one status sub-object against its message: the rule above for
+-- one.  Returns false, and writes nothing, when the message (phone number
+-- + wamid) is not known yet.
 
 CREATE OR REPLACE FUNCTION metacloud_apply_status(p_event_id text,
     p_phone text, s jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
 AS $$
-DECLARE
-    v_msg_id  text;
-    v_cur     "MetaCloudMessageStatusEnum";
-    r         meta_cloud_message_statuses;
 BEGIN
-    IF jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'status event without a status object';
-    END IF;
-
-    -- Meets the message's insertion (metacloud_apply_pending_statuses()
-    -- takes the same lock): whichever comes second waits for the other's
-    -- commit, then sees it, so a status and its message committing at the
-    -- same moment cannot both miss each other.
-    PERFORM pg_advisory_xact_lock(hashtext(p_phone), hashtext(s ->> 'wamid'));
-
-    SELECT m."id", m."currentStatus" INTO v_msg_id, v_cur
-      FROM meta_cloud_messages m
-     WHERE m."phoneNumberId" = p_phone AND m."wamid" = s ->> 'wamid';
-
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-
-    -- the sub-object's keys are the column names (docs/EVENTS.md); the one
-    -- integer time that maps to a timestamptz column is converted by hand
-    r := jsonb_populate_record(NULL::meta_cloud_message_statuses,
-                               s - 'conversationExpiresAt');
-    r."id" := gen_random_uuid()::text;
-    r."messageId" := v_msg_id;
-    r."webhookEventId" := p_event_id;
-    r."statusAt" := coalesce(to_timestamp((s ->> 'timestamp')::bigint), now());
-    r."conversationExpiresAt" :=
-        to_timestamp((s ->> 'conversationExpiresAt')::bigint);
-    r."createdAt" := now();
-    r."updatedAt" := now();
-
-    INSERT INTO meta_cloud_message_statuses SELECT r.*;
-
-    -- Skip the write when the status cannot raise the rank.  When it can,
-    -- the rank is compared again in the UPDATE itself: a concurrent
-    -- transaction may have raised it since our read (READ COMMITTED
-    -- re-evaluates the WHERE clause on the newest row version).
-    IF metacloud_status_rank(r."status") > metacloud_status_rank(v_cur) THEN
-        UPDATE meta_cloud_messages
-           SET "currentStatus" = r."status",
-               "lastStatusUpdate" = r."statusAt",
-               "updatedAt" = now()
-         WHERE "id" = v_msg_id
-           AND metacloud_status_rank("currentStatus")
-               < metacloud_status_rank(r."status");
-    END IF;
-
-    PERFORM metacloud_on_status(r."id");
-
-    RETURN true;
+    RETURN metacloud_apply_statuses(ARRAY[p_event_id], ARRAY[p_phone],
+                                    ARRAY[s]) IS NOT NULL;
 END
 $$;
 
@@ -589,6 +710,8 @@ REVOKE ALL ON FUNCTION metacloud_on_status(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_on_state_sync(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_prepare(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_apply_statuses(text[], text[], jsonb[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_status_default() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;

@@ -203,34 +203,6 @@ END
 $$;
 
 
--- metacloud_bridge_status_default() ----------------------------------------
--- true when the status hooks are still the defaults of 004, so that the
--- set-based path may apply their rule itself (two UPDATEs for a whole
--- delivery); false when a platform replaced either: its function is then
--- called for each status, as before.  Read on every call, so a replacement
--- counts at once.
-
-CREATE OR REPLACE FUNCTION metacloud_bridge_status_default()
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-    -- PL/pgSQL for its cached plan (a SQL function with a FROM clause is
-    -- planned again on every call)
-    RETURN (SELECT count(*) = 2
-              FROM pg_proc p
-              JOIN (VALUES ('metacloud_on_status',
-                            'SELECT metacloud_bridge_default_on_status($1)'),
-                           ('metacloud_bridge_status',
-                            'SELECT metacloud_bridge_default_status'
-                            '($1, $2, $3, $4)'))
-                   AS d(name, src)
-                ON p.proname = d.name
-             WHERE pg_function_is_visible(p.oid) AND p.prosrc = d.src);
-END
-$$;
-
-
 -- metacloud_ingest_set() ---------------------------------------------------
 -- The events of a delivery in a few statements (above).  Raises whatever a
 -- statement raises: metacloud_ingest() then rolls it back and calls
@@ -247,12 +219,9 @@ DECLARE
     v_org1      text;
     ev          record;
     v_st_ids    text[];
-    v_st_evs    jsonb[];
+    v_st_phones text[];
+    v_st_objs   jsonb[];
     v_done      text[];
-    v_id        text;
-    v_status_ids text[];
-    v_status_msg text[];
-    v_status_st text[];
     p           record;
     n_events    int := jsonb_array_length(events);
     n_inserted  int := 0;
@@ -322,7 +291,9 @@ BEGIN
             n_unrouted := n_unrouted + 1;
         ELSIF ev.type = 'status' THEN
             v_st_ids := v_st_ids || ev.id;
-            v_st_evs := v_st_evs || ev.e;
+            v_st_phones := v_st_phones || coalesce(ev.e ->> 'phoneNumberId',
+                                                   ev.e ->> 'scope');
+            v_st_objs := v_st_objs || (ev.e -> 'status');
         ELSIF ev.type IN ('message', 'echo', 'history_message',
                          'history_media', 'state_sync')
         THEN
@@ -339,136 +310,19 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 3. statuses
+    -- 3. statuses, all in one call (the rule of 003, which a single
+    -- status goes through too); the others wait for their message
     IF v_st_ids IS NOT NULL THEN
-        IF EXISTS (SELECT FROM unnest(v_st_evs) e
-                    WHERE jsonb_typeof(e -> 'status')
-                          IS DISTINCT FROM 'object')
-        THEN
-            RAISE EXCEPTION 'status event without a status object';
-        END IF;
-
-        -- The locks metacloud_apply_status() takes, in one sorted pass: a
-        -- message of these wamids committing now is waited for, then seen.
-        PERFORM pg_advisory_xact_lock(l.a, l.b)
-           FROM (SELECT DISTINCT
-                        hashtext(coalesce(e ->> 'phoneNumberId',
-                                          e ->> 'scope')) AS a,
-                        hashtext(e -> 'status' ->> 'wamid') AS b
-                   FROM unnest(v_st_evs) e
-                  ORDER BY 1, 2) l;
-
-        -- every status whose message is known, in one statement (the
-        -- sub-object's keys are the column names: docs/EVENTS.md), and
-        -- "currentStatus" raised in one UPDATE, never down the ladder
-        WITH s AS (
-            SELECT u.id AS event_id, u.n,
-                   coalesce(u.e ->> 'phoneNumberId', u.e ->> 'scope')
-                       AS phone,
-                   u.e -> 'status' AS st
-              FROM unnest(v_st_ids, v_st_evs) WITH ORDINALITY AS u(id, e, n)
-        ), ins AS (
-            INSERT INTO meta_cloud_message_statuses
-                   ("id", "messageId", "webhookEventId", "status",
-                    "timestamp", "statusAt", "recipientId", "errorCode",
-                    "errorTitle", "errorMessage", "errorDetails",
-                    "pricingModel", "pricingCategory", "createdAt", "wamid",
-                    "statusRaw", "recipientUserId", "recipientParentUserId",
-                    "recipientType", "recipientParticipantId",
-                    "recipientParticipantUserId", "errorHref",
-                    "pricingType", "billable", "conversationId",
-                    "conversationOriginType", "conversationExpiresAt",
-                    "bizOpaqueCallbackData", "updatedAt")
-            SELECT gen_random_uuid()::text, m."id", s.event_id, r."status",
-                   r."timestamp",
-                   coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
-                            now()),
-                   r."recipientId", r."errorCode", r."errorTitle",
-                   r."errorMessage", r."errorDetails", r."pricingModel",
-                   r."pricingCategory", now(), r."wamid", r."statusRaw",
-                   r."recipientUserId", r."recipientParentUserId",
-                   r."recipientType", r."recipientParticipantId",
-                   r."recipientParticipantUserId", r."errorHref",
-                   r."pricingType", r."billable", r."conversationId",
-                   r."conversationOriginType",
-                   to_timestamp((s.st ->> 'conversationExpiresAt')::bigint),
-                   r."bizOpaqueCallbackData", now()
-              FROM s
-              JOIN meta_cloud_messages m
-                ON m."phoneNumberId" = s.phone
-               AND m."wamid" = s.st ->> 'wamid'
-             CROSS JOIN LATERAL jsonb_populate_record(
-                       NULL::meta_cloud_message_statuses,
-                       s.st - 'conversationExpiresAt') AS r
-             ORDER BY s.n
-            RETURNING "id", "messageId", "webhookEventId", "status",
-                      "statusAt"
-        ), best AS (
-            -- per message, what the loop left current: the highest rank,
-            -- the first of equals in key order
-            SELECT DISTINCT ON (ins."messageId") ins."messageId",
-                   ins."status", ins."statusAt",
-                   metacloud_status_rank(ins."status") AS rank
-              FROM ins JOIN s ON s.event_id = ins."webhookEventId"
-             ORDER BY ins."messageId",
-                      metacloud_status_rank(ins."status") DESC, s.n
-        ), up AS (
-            UPDATE meta_cloud_messages t
-               SET "currentStatus" = b."status",
-                   "lastStatusUpdate" = b."statusAt",
-                   "updatedAt" = now()
-              FROM best b
-             WHERE t."id" = b."messageId"
-               AND metacloud_status_rank(t."currentStatus") < b.rank
-        )
-        SELECT array_agg(ins."webhookEventId" ORDER BY s.n),
-               array_agg(ins."id" ORDER BY s.n),
-               array_agg(ins."messageId" ORDER BY s.n),
-               array_agg(ins."status"::text ORDER BY s.n)
-          INTO v_done, v_status_ids, v_status_msg, v_status_st
-          FROM ins JOIN s ON s.event_id = ins."webhookEventId";
-
+        v_done := metacloud_apply_statuses(v_st_ids, v_st_phones, v_st_objs);
         n_status_ok := coalesce(cardinality(v_done), 0);
         n_pending := cardinality(v_st_ids) - n_status_ok;
 
-        -- the others wait for their message (the trigger of 003)
         IF n_pending > 0 THEN
             UPDATE meta_cloud_webhook_events
                SET "processed" = false, "processedAt" = NULL,
                    "error" = 'message not found', "updatedAt" = now()
              WHERE "id" = ANY (v_st_ids)
                AND NOT "id" = ANY (coalesce(v_done, '{}'));
-        END IF;
-
-        IF n_status_ok > 0 AND metacloud_bridge_status_default() THEN
-            -- metacloud_bridge_default_on_status() for the whole delivery:
-            -- a message whose currentStatus is one of the statuses just
-            -- recorded passes it on (never down the ladder)
-            WITH c AS (
-                SELECT DISTINCT m."organizationId" AS org, m."messageId",
-                       m."wamid", m."currentStatus"::text AS cur,
-                       metacloud_bridge_rank(m."currentStatus"::text) AS rank
-                  FROM unnest(v_status_msg, v_status_st) AS u(id, st)
-                  JOIN meta_cloud_messages m
-                    ON m."id" = u.id AND m."currentStatus"::text = u.st
-            ), bm AS (
-                UPDATE "Message" x
-                   SET "status" = c.cur, "updatedAt" = now()
-                  FROM c
-                 WHERE x."id" = c."messageId"
-                   AND metacloud_bridge_rank(x."status") < c.rank
-            )
-            UPDATE "CampaignRecipient" x
-               SET "status" = c.cur, "updatedAt" = now()
-              FROM c
-             WHERE x."wamid" = c."wamid" AND x."organizationId" = c.org
-               AND metacloud_bridge_rank(x."status") < c.rank;
-        ELSIF n_status_ok > 0 THEN
-            -- a platform's hooks: called for each status, in key order,
-            -- once the delivery's statuses are all recorded
-            FOREACH v_id IN ARRAY v_status_ids LOOP
-                PERFORM metacloud_on_status(v_id);
-            END LOOP;
         END IF;
     END IF;
 
@@ -566,7 +420,6 @@ $$;
 
 REVOKE ALL ON FUNCTION metacloud_ingest_each(text, bytea, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_ingest_set(text, bytea, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_bridge_status_default() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION metacloud_ingest(bytea, jsonb, jsonb)
     TO metacloud_module;

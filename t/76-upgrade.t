@@ -63,7 +63,7 @@ like($out, qr/applied 004_metacloud_bridge\.sql.*schema version $latest/s,
 like($out, qr/^nothing to apply \(schema version $latest\)$/m,
      'a second run applies nothing');
 
-for my $f ('metacloud_apply_status(text, text, jsonb)',
+for my $f ('metacloud_apply_statuses(text[], text[], jsonb[])',
            'metacloud_apply_pending(text, text, text)') {
     is(q1(qq{SELECT prosrc LIKE '%pg_advisory_xact_lock%' FROM pg_proc
               WHERE oid = '$f'::regprocedure}),
