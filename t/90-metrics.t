@@ -411,11 +411,17 @@ is($l->{inserted}, '', '503: no counts');
 # ----------------------------------------------------------------------
 # the backlog: read within ~10 s, by one worker through its pool
 
-# read at the start already (0), then every 10 s: the traffic shows in
-# the next read at the latest
+# read at a worker's first tick (1 s after it starts), then every 10 s.
+# The first read is not always before the traffic: when the first
+# generation is reloaded within its first second, the first read comes
+# from the new workers' first tick, in the middle of mix('b'), and may
+# fall between its pending status and its unrouted message (statuses 2,
+# events 3).  So wait for a read that has all of the traffic: both
+# counts reached (neither decreases here), then check them exactly.
 $until = time + 25 * $tf;
 do { $m = scrape(); sleep 0.5 }
-    until ($m->{'metacloud_backlog{kind="statuses_pending"}'} // 0) >= 2
+    until (($m->{'metacloud_backlog{kind="statuses_pending"}'} // 0) >= 2
+           && ($m->{'metacloud_backlog{kind="events_unprocessed"}'} // 0) >= 4)
           || time > $until;
 ok(defined $m->{metacloud_backlog_age_seconds}, 'backlog read');
 is($m->{'metacloud_backlog{kind="statuses_pending"}'}, 2,
