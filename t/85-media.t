@@ -86,12 +86,15 @@ sub media_row {
     return \%h;
 }
 
+# the row once its status is $want, after at least $tries attempts (a
+# new row is PENDING too, before its first attempt)
 sub wait_status {
-    my ($id, $want, $secs) = @_;
+    my ($id, $want, $secs, $tries) = @_;
     my $row;
     MCMedia::wait_until($secs * $tf, sub {
         $row = media_row($id);
-        $row && $row->{status} =~ /^(?:$want)$/;
+        $row && $row->{status} =~ /^(?:$want)$/
+            && $row->{attempts} >= ($tries // 0);
     });
     return $row || {};
 }
@@ -259,7 +262,7 @@ is($row->{attempts}, 1, 'after one attempt');
 like($row->{error}, qr/file_size 2000000 over the size limit/, 'the reason');
 
 for my $id (qw(8601 8602 8604 8605 8606)) {
-    $row = wait_status($id, 'PENDING', 15);
+    $row = wait_status($id, 'PENDING', 15, 1);
     is($row->{status}, 'PENDING', "$id: failed once, PENDING again");
     is($row->{attempts}, 1, "$id: one attempt counted");
     is($row->{next_at}, 't', "$id: next attempt scheduled (back-off)");
@@ -341,7 +344,7 @@ for my $i (1 .. 20) {
 }
 is($n200, 20, '20 webhooks answered 200 while the lookups stall');
 cmp_ok($worst, '<', 2 * $tf, sprintf('the slowest in %.3f s', $worst));
-$row = wait_status('881', 'PENDING', 20);
+$row = wait_status('881', 'PENDING', 20, 1);
 like($row->{error}, qr/^lookup: .*\(curl 28\)$/, 'the stalled lookup timed out');
 $meta->release;
 

@@ -64,9 +64,14 @@ sub row {
     return $r->[0] || [];
 }
 
+# the row once its status is $want after at least one attempt (a new row
+# is PENDING too, before its first attempt)
 sub wait_status {
     my ($id, $want) = @_;
-    MCMedia::wait_until(20 * $tf, sub { (row($id)->[0] // '') eq $want });
+    MCMedia::wait_until(20 * $tf, sub {
+        my $r = row($id);
+        ($r->[0] // '') eq $want && ($r->[6] // 0) >= 1;
+    });
     return row($id);
 }
 
