@@ -251,7 +251,7 @@ wrk_ok() {
         fail=1
     fi
     if [ -n "${3:-}" ] && [ "$(field wrapped "$2")" != 0 ]; then
-        echo "bench: FAIL $1: ran out of unique bodies (raise BENCH_*_RATE_MAX)"
+        echo "bench: FAIL $1: ran out of unique bodies (raise BENCH_*_RATE_MAX; bench-compare: BENCH_TEXT_BODIES)"
         fail=1
     fi
 }
