@@ -647,6 +647,7 @@ DECLARE
     l        record;
     cv       record;
     c        meta_cloud_messages;
+    v_never  boolean := false;      -- metacloud_hooks_default() of 003
 BEGIN
     handled := false;
     IF j ->> 'type' IN ('REACTION', 'EDIT', 'REVOKE', 'SYSTEM')
@@ -658,25 +659,33 @@ BEGIN
     END IF;
 
     -- every hook a new message goes through is still the one 004 made
-    IF (SELECT count(*) FROM pg_proc p
-          JOIN (VALUES
-                ('metacloud_on_message',
-                 'SELECT metacloud_bridge_default_on_message($1)'),
-                ('metacloud_bridge_lead',
-                 'SELECT metacloud_bridge_default_lead($1, $2, $3, $4, $5)'),
-                ('metacloud_bridge_conversation',
-                 'SELECT metacloud_bridge_default_conversation'
-                 '($1, $2, $3, $4, $5)'),
-                ('metacloud_bridge_ticket',
-                 'SELECT metacloud_bridge_default_ticket($1, $2, $3)'),
-                ('metacloud_bridge_message',
-                 'SELECT metacloud_bridge_default_message($1, $2, $3, $4)'),
-                ('metacloud_bridge_change',
-                 'SELECT metacloud_bridge_default_change($1, $2)'))
-               AS d(name, src)
-            ON p.proname = d.name
-         WHERE pg_function_is_visible(p.oid)
-           AND p.prosrc = d.src) <> 6
+    -- (metacloud_hooks_default(), 003: read when this is planned)
+    IF NOT ((v_never
+             AND metacloud_on_message(NULL::text) IS NULL
+             AND metacloud_bridge_lead(NULL::text, NULL::text, NULL::text,
+                                       NULL::text, NULL::text) IS NULL
+             AND metacloud_bridge_conversation(NULL::text, NULL::text,
+                     NULL::text, NULL::timestamptz, NULL::boolean) IS NULL
+             AND metacloud_bridge_ticket(NULL::text, NULL::text,
+                                         NULL::boolean) IS NULL
+             AND metacloud_bridge_message(NULL::meta_cloud_messages,
+                     NULL::text, NULL::text, NULL::text) IS NULL
+             AND metacloud_bridge_change(NULL::meta_cloud_messages,
+                                         NULL::text) IS NULL)
+            OR metacloud_hooks_default(
+                   ARRAY['metacloud_on_message', 'metacloud_bridge_lead',
+                         'metacloud_bridge_conversation',
+                         'metacloud_bridge_ticket', 'metacloud_bridge_message',
+                         'metacloud_bridge_change'],
+                   ARRAY['SELECT metacloud_bridge_default_on_message($1)',
+                         'SELECT metacloud_bridge_default_lead'
+                         '($1, $2, $3, $4, $5)',
+                         'SELECT metacloud_bridge_default_conversation'
+                         '($1, $2, $3, $4, $5)',
+                         'SELECT metacloud_bridge_default_ticket($1, $2, $3)',
+                         'SELECT metacloud_bridge_default_message'
+                         '($1, $2, $3, $4)',
+                         'SELECT metacloud_bridge_default_change($1, $2)']))
     THEN
         RETURN;
     END IF;

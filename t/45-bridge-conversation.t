@@ -19,8 +19,9 @@
 #      "whatsappRemovedAt" and deletes nothing;
 #   7. eight concurrent first messages from one new contact (held lock):
 #      one lead, one conversation, one open ticket, eight messages;
-#   8. a replaced bridge function survives `make migrate` (and a forced
-#      re-run of 004), and the ingest uses it.
+#   8. a replaced bridge function is used at once by the sessions already
+#      running, survives `make migrate` (and a forced re-run of 004), and
+#      the ingest uses it.
 #
 # Run: make test T=t/45-bridge-conversation.t   (PROVE_FLAGS=-v)
 use strict;
@@ -333,11 +334,24 @@ is(one(q{SELECT count(*) FROM "Message" m, "Ticket" t, "Conversation" c
    'eight first messages: eight messages on that ticket');
 
 # ======================================================================
-# 8. a replaced bridge function survives make migrate
+# 8. a replaced bridge function is used at once by the running sessions
+# (each of the pool's eight ran the fast path in 7, whose check that the
+# hooks are the defaults is read when its plan is made, and must be made
+# again), and survives make migrate
 
 $t->sql(q{CREATE OR REPLACE FUNCTION metacloud_bridge_ticket(p_org text,
               p_conversation text, p_open boolean)
           RETURNS text LANGUAGE sql AS $f$ SELECT NULL::text $f$});
+$b->empty_db;
+for my $i (1 .. 8) {
+    $b->post_ok(item_body('meta_text', "wamid.BRIDGE-HOT-$i",
+                          1749600000 + $i),
+                "replaced, sessions running: message $i");
+}
+is(one('SELECT count(*) FROM "Ticket"'), 0,
+   'replaced, sessions running: the platform\'s rule is used (no ticket)');
+is(one('SELECT count(*) FROM "Message" WHERE "ticketId" IS NULL'), 8,
+   'replaced, sessions running: the other defaults still run');
 my %env = (PGDATABASE => $t->dbname);
 my $root = $t->root;
 my $out = `cd '$root' && PGDATABASE='$env{PGDATABASE}' make -s migrate 2>&1`;

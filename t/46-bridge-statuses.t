@@ -14,7 +14,9 @@
 #      applied by it, to all three tables;
 #   4. a status and its message (an echo) committing at the same moment
 #      (held lock: both have done their work before either commits): the
-#      status is applied, nothing stays pending.
+#      status is applied, nothing stays pending;
+#   5. a replaced status hook is used at once by the sessions already
+#      running.
 #
 # Run: make test T=t/46-bridge-statuses.t   (PROVE_FLAGS=-v)
 use strict;
@@ -195,6 +197,31 @@ is_deeply(statuses($W5), ['READ', 'READ', undef],
 is(one(q{SELECT count(*) FROM meta_cloud_webhook_events
           WHERE NOT "processed" OR "error" IS NOT NULL}), 0,
    'race: every event processed, none waiting for its message');
+
+# ======================================================================
+# 5. a replaced status hook is used at once by the running sessions: each
+# of the pool's four applies a status first (the check that the hooks are
+# the defaults is read when its plan is made, and must be made again)
+
+my @hot = map { "wamid.BRIDGE-HOT-$_" } 1 .. 4;
+register($_) for @hot;
+@answers = $b->race('a status in every session', bodies => [
+    map { status_body('meta_status_delivered_cbp_legacy', $hot[$_],
+                      1749400400 + $_, recipient_id => $CUST) } 0 .. 3 ]);
+is(scalar(grep { $_->[1] && $_->[1]{statusesProcessed} == 1 } @answers), 4,
+   'warm: four statuses applied');
+$t->sql(q{CREATE TABLE hot_log (status_id text);
+          CREATE OR REPLACE FUNCTION metacloud_on_status(p_status_id text)
+          RETURNS void LANGUAGE sql
+          AS $f$ INSERT INTO hot_log VALUES (p_status_id) $f$});
+$b->post_ok(status_body('pywa_status_read_cbp', $hot[$_], 1749400500 + $_,
+                        recipient_id => $CUST), "replaced: $hot[$_] read")
+    for 0 .. 3;
+is(one('SELECT count(*) FROM hot_log'), 4,
+   'replaced, sessions running: the platform\'s metacloud_on_status is '
+   . 'called for each status');
+is_deeply(statuses($hot[0]), ['READ', 'DELIVERED', undef],
+          'replaced, sessions running: the default rule no longer runs');
 
 $t->stop;
 done_testing;
