@@ -155,7 +155,7 @@ $do$;
 -- replaced one stays in the plan), though none of those calls ever runs.
 -- A platform replacing a hook invalidates that plan in every session: the
 -- next delivery plans it again and calls the replacement (t/sql/08,
--- t/45-bridge-conversation.t).  The query by name costs 60 to 180 us; in a
+-- t/45-bridge-conversation.t, t/46-bridge-statuses.t).  The query by name costs 60 to 180 us; in a
 -- cached plan it costs nothing.  Not a hook: no search_path of its own.
 
 CREATE OR REPLACE FUNCTION metacloud_hooks_default(p_names text[],

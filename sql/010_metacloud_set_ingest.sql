@@ -279,14 +279,14 @@ BEGIN
     -- 2. each new event as it comes back, in key order: messages, echoes,
     -- history and contacts through the per-event rules (and the bridge's
     -- hooks); statuses gathered for the statements below.
-    v_scope1 := coalesce(events -> 0 ->> 'scope', 'invalid');
+    e1 := events -> 0;
+    v_scope1 := coalesce(e1 ->> 'scope', 'invalid');
     v_org1 := metacloud_route(v_scope1);
 
     IF n_events = 1 THEN
         -- One event, as nearly every message delivery is: its row alone.
         -- The statement below would cost it about 0.15 ms more (sorts, a
         -- join and a CTE set up for one row: bench/pgbench-ingest.sh).
-        e1 := events -> 0;
         v_type1 := coalesce(e1 ->> 'eventType', 'generic');
         v_invalid1 := metacloud_event_invalid(e1);
         v_id1 := metacloud_event_row(p_raw_id, v_scope1,
