@@ -66,6 +66,10 @@ static ngx_conf_num_bounds_t  ngx_http_metacloud_queue_bounds = {
     ngx_http_metacloud_check_bounds, 0, 1048576
 };
 
+static ngx_conf_num_bounds_t  ngx_http_metacloud_group_bounds = {
+    ngx_http_metacloud_check_bounds, 1, 64
+};
+
 static ngx_conf_num_bounds_t  ngx_http_metacloud_media_concurrency_bounds = {
     ngx_http_metacloud_check_bounds, 1, 1024
 };
@@ -97,6 +101,13 @@ static ngx_command_t  ngx_http_metacloud_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_metacloud_main_conf_t, pg.queue_size),
       &ngx_http_metacloud_queue_bounds },
+
+    { ngx_string("metacloud_db_group"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metacloud_main_conf_t, pg.group),
+      &ngx_http_metacloud_group_bounds },
 
     { ngx_string("metacloud_db_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -624,6 +635,7 @@ ngx_http_metacloud_create_main_conf(ngx_conf_t *cf)
 
     mcf->pg.size = NGX_CONF_UNSET_UINT;
     mcf->pg.queue_size = NGX_CONF_UNSET_UINT;
+    mcf->pg.group = NGX_CONF_UNSET_UINT;
     mcf->pg.timeout = NGX_CONF_UNSET_MSEC;
     mcf->pg.idle_timeout = NGX_CONF_UNSET_MSEC;
     mcf->pg.schema_version = MC_SCHEMA_VERSION;
@@ -649,6 +661,18 @@ ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mcf->pg.size, 4);
     ngx_conf_init_uint_value(mcf->pg.queue_size, 256);
+    ngx_conf_init_uint_value(mcf->pg.group, 1);
+
+    if (mcf->ingest && mcf->pg.group > 1) {
+        if (ngx_http_metacloud_ingest_register_group(cf, mcf->ingest)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->pg.schema_version = ngx_max(mcf->pg.schema_version,
+                                         MC_SCHEMA_VERSION_GROUP);
+    }
     ngx_conf_init_msec_value(mcf->pg.timeout, 3000);
 
     if (mcf->pg.timeout == 0) {

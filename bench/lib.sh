@@ -147,7 +147,7 @@ ms_per() {
 HZ=$(getconf CLK_TCK)
 
 # nginx_conf FILE HTTP SERVER: the bench's nginx (BENCH_WORKERS workers,
-# pool BENCH_POOL), with the lines HTTP in http{} and SERVER in server{};
+# pool BENCH_POOL, metacloud_db_group BENCH_GROUP when set), with the lines HTTP in http{} and SERVER in server{};
 # /done answers 204 for wrk.lua's MC_BENCH_ONCE mode
 nginx_conf() {
     cat > "$1" <<EOF
@@ -161,7 +161,8 @@ http {
     access_log off;
     client_body_temp_path $DIR/body;
     metacloud_db "host=$PGHOST port=$PGPORT dbname=metacloud user=metacloud_module";
-    metacloud_db_pool $POOL;
+    metacloud_db_pool $POOL;${GROUP:+
+    metacloud_db_group $GROUP;}
     metacloud_db_timeout 60s;
 $2
     server {

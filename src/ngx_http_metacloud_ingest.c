@@ -24,6 +24,20 @@ static ngx_str_t  ngx_http_metacloud_ingest_sql =
 static ngx_str_t  ngx_http_metacloud_ingest_orgs_sql =
     ngx_string("SELECT metacloud_ingest($1::bytea, $2::jsonb, $3::jsonb), "
                "metacloud_organizations($2::jsonb)");
+static ngx_str_t  ngx_http_metacloud_ingest_group_name =
+    ngx_string("metacloud_ingest_group_stmt");
+static ngx_str_t  ngx_http_metacloud_ingest_group_sql =
+    ngx_string("SELECT g.error, g.result "
+               "FROM metacloud_ingest_group($1::bytea[], $2::text[], "
+                                           "$3::text[]) AS g "
+               "ORDER BY g.ord");
+static ngx_str_t  ngx_http_metacloud_ingest_group_orgs_sql =
+    ngx_string("SELECT g.error, g.result, "
+                      "CASE WHEN g.error IS NULL THEN metacloud_organizations("
+                          "($2::text[])[g.ord]::jsonb) END "
+               "FROM metacloud_ingest_group($1::bytea[], $2::text[], "
+                                           "$3::text[]) AS g "
+               "ORDER BY g.ord");
 static ngx_str_t  ngx_http_metacloud_ingest_ok =
     ngx_string("{\"status\":\"ok\"}");
 
@@ -33,6 +47,18 @@ ngx_http_metacloud_ingest_register(ngx_conf_t *cf)
 {
     return ngx_http_metacloud_pg_add_stmt(cf, &ngx_http_metacloud_ingest_name,
                                           &ngx_http_metacloud_ingest_sql, 3);
+}
+
+
+/* metacloud_db_group: deliveries that wait go together (sql/011) */
+
+ngx_int_t
+ngx_http_metacloud_ingest_register_group(ngx_conf_t *cf,
+    ngx_http_metacloud_pg_stmt_t *stmt)
+{
+    return ngx_http_metacloud_pg_add_group(cf, stmt,
+                                           &ngx_http_metacloud_ingest_group_name,
+                                           &ngx_http_metacloud_ingest_group_sql);
 }
 
 
@@ -46,6 +72,10 @@ void
 ngx_http_metacloud_ingest_organizations(ngx_http_metacloud_pg_stmt_t *stmt)
 {
     stmt->sql = ngx_http_metacloud_ingest_orgs_sql;
+
+    if (stmt->group) {
+        stmt->group->sql = ngx_http_metacloud_ingest_group_orgs_sql;
+    }
 }
 
 

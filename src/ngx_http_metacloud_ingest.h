@@ -49,6 +49,8 @@ typedef struct {
 
 ngx_http_metacloud_pg_stmt_t *ngx_http_metacloud_ingest_register(
     ngx_conf_t *cf);
+ngx_int_t ngx_http_metacloud_ingest_register_group(ngx_conf_t *cf,
+    ngx_http_metacloud_pg_stmt_t *stmt);
 void ngx_http_metacloud_ingest_organizations(
     ngx_http_metacloud_pg_stmt_t *stmt);
 ngx_int_t ngx_http_metacloud_ingest_init(ngx_http_metacloud_ingest_t *in,

@@ -19,6 +19,14 @@
 #define NGX_HTTP_METACLOUD_PG_BACKOFF_MIN   100
 #define NGX_HTTP_METACLOUD_PG_BACKOFF_MAX   5000
 
+/* what a group statement may have: parameters, and columns per query */
+#define NGX_HTTP_METACLOUD_PG_GROUP_PARAMS  8
+#define NGX_HTTP_METACLOUD_PG_GROUP_COLUMNS 8
+
+/* pg_type OIDs of a group's array elements (fixed in every server) */
+#define NGX_HTTP_METACLOUD_PG_BYTEAOID      17
+#define NGX_HTTP_METACLOUD_PG_TEXTOID       25
+
 
 typedef enum {
     NGX_HTTP_METACLOUD_PG_CLOSED = 0,
@@ -36,10 +44,14 @@ struct ngx_http_metacloud_pg_conn_s {
     ngx_connection_t                 *c;
     ngx_file_uniq_t                   sock;     /* the wrapped socket inode */
     ngx_http_metacloud_pg_query_t    *query;
+    ngx_http_metacloud_pg_query_t   **group;    /* or these, in one call */
+    ngx_uint_t                        ngroup;
     PGresult                         *result;   /* the last one, kept */
     ngx_http_metacloud_pg_state_e     state;
     ngx_int_t                         version;
     unsigned                          failed:1;
+    unsigned                          grouped:1; /* busy with a groupable
+                                                    statement */
 };
 
 
@@ -51,6 +63,7 @@ struct ngx_http_metacloud_pg_s {
     ngx_queue_t                       idle;
     ngx_queue_t                       waiting;
     ngx_uint_t                        nwaiting;
+    ngx_uint_t                        ngrouped; /* conns busy, grouped:1 */
 
     ngx_event_t                       retry;    /* back-off after failure */
     ngx_msec_t                        backoff;
@@ -78,6 +91,18 @@ static void ngx_http_metacloud_pg_connect_failed(
 static void ngx_http_metacloud_pg_init_send(ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
     ngx_http_metacloud_pg_query_t *q);
+static ngx_uint_t ngx_http_metacloud_pg_groupable(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q);
+static void ngx_http_metacloud_pg_enqueue(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q);
+static void ngx_http_metacloud_pg_send_group(
+    ngx_http_metacloud_pg_conn_t *pc);
+static void ngx_http_metacloud_pg_group_done(
+    ngx_http_metacloud_pg_conn_t *pc);
+static PGresult *ngx_http_metacloud_pg_group_row(
+    ngx_http_metacloud_pg_conn_t *pc, PGresult *res, ngx_uint_t row);
+static void ngx_http_metacloud_pg_busy(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_uint_t grouped);
 static void ngx_http_metacloud_pg_flush(ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_init_done(ngx_http_metacloud_pg_conn_t *pc);
@@ -87,6 +112,8 @@ static void ngx_http_metacloud_pg_set_idle(ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_set_log(ngx_connection_t *c,
     ngx_log_t *log);
 static void ngx_http_metacloud_pg_dispatch(ngx_http_metacloud_pg_t *pg);
+static void ngx_http_metacloud_pg_take(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_conn_t *pc);
 static ngx_http_metacloud_pg_conn_t *ngx_http_metacloud_pg_idle_get(
     ngx_http_metacloud_pg_t *pg);
 static ngx_uint_t ngx_http_metacloud_pg_alive(
@@ -173,6 +200,24 @@ ngx_http_metacloud_pg_add_stmt(ngx_conf_t *cf, ngx_str_t *name,
     *stmtp = stmt;
 
     return stmt;
+}
+
+
+ngx_int_t
+ngx_http_metacloud_pg_add_group(ngx_conf_t *cf,
+    ngx_http_metacloud_pg_stmt_t *stmt, ngx_str_t *name, ngx_str_t *sql)
+{
+    if (stmt->nparams > NGX_HTTP_METACLOUD_PG_GROUP_PARAMS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "metacloud: statement \"%V\" has too many "
+                           "parameters for a group", &stmt->name);
+        return NGX_ERROR;
+    }
+
+    stmt->group = ngx_http_metacloud_pg_add_stmt(cf, name, sql,
+                                                 stmt->nparams);
+
+    return stmt->group ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -342,6 +387,14 @@ ngx_http_metacloud_pg_init_worker(ngx_cycle_t *cycle,
 
     for (i = 0; i < pgcf->size; i++) {
         pg->conns[i].pg = pg;
+
+        if (pgcf->group > 1) {
+            pg->conns[i].group = ngx_pcalloc(cycle->pool, pgcf->group
+                                       * sizeof(ngx_http_metacloud_pg_query_t *));
+            if (pg->conns[i].group == NULL) {
+                return NGX_ERROR;
+            }
+        }
     }
 
     ngx_queue_init(&pg->idle);
@@ -448,10 +501,31 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     q->result = NULL;
     q->rc = NGX_HTTP_METACLOUD_PG_UNAVAILABLE;
     q->start = ngx_current_msec;
+    q->solo = 0;
+
+    if (ngx_http_metacloud_pg_groupable(pg, q) && pg->ngrouped
+        && pg->nwaiting + 1 < pg->conf->group)
+    {
+        /*
+         * group commit: while a connection runs queries of this kind, the
+         * next ones wait for it and then go together, in one transaction,
+         * rather than on more connections at once (metacloud_db_group)
+         */
+
+        ngx_http_metacloud_pg_enqueue(pg, q);
+        return NGX_OK;
+    }
 
     pc = ngx_http_metacloud_pg_idle_get(pg);
 
     if (pc) {
+        if (pg->nwaiting && ngx_http_metacloud_pg_groupable(pg, q)) {
+            /* this one fills a group: they go at once, together */
+            ngx_http_metacloud_pg_enqueue(pg, q);
+            ngx_http_metacloud_pg_take(pg, pc);
+            return NGX_OK;
+        }
+
         ngx_http_metacloud_pg_send(pc, q);
         return NGX_OK;
     }
@@ -515,14 +589,7 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
         return NGX_DECLINED;
     }
 
-    ngx_queue_insert_tail(&pg->waiting, &q->queue);
-    pg->nwaiting++;
-    q->waiting = 1;
-
-    q->timer.handler = ngx_http_metacloud_pg_wait_timeout;
-    q->timer.data = q;
-    q->timer.log = q->log;
-    ngx_add_timer(&q->timer, pg->conf->timeout);
+    ngx_http_metacloud_pg_enqueue(pg, q);
 
     if (pc) {
         /* a failure right here completes q from a posted event */
@@ -536,6 +603,7 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
 void
 ngx_http_metacloud_pg_cancel(ngx_http_metacloud_pg_query_t *q)
 {
+    ngx_uint_t                     i;
     ngx_http_metacloud_pg_conn_t  *pc;
 
     if (q->pg == NULL) {
@@ -565,8 +633,18 @@ ngx_http_metacloud_pg_cancel(ngx_http_metacloud_pg_query_t *q)
 
     if (pc) {
         /* the answer still comes and is dropped; the log goes away now */
-        pc->query = NULL;
-        ngx_http_metacloud_pg_set_log(pc->c, ngx_cycle->log);
+
+        if (pc->query == q) {
+            pc->query = NULL;
+            ngx_http_metacloud_pg_set_log(pc->c, ngx_cycle->log);
+        }
+
+        for (i = 0; i < pc->ngroup; i++) {
+            if (pc->group[i] == q) {
+                pc->group[i] = NULL;
+            }
+        }
+
         q->conn = NULL;
     }
 
@@ -992,9 +1070,8 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
 
     stmt = q->stmt;
 
-    pc->state = NGX_HTTP_METACLOUD_PG_BUSY;
+    ngx_http_metacloud_pg_busy(pc, stmt->group != NULL);
     pc->query = q;
-    pc->failed = 0;
     q->conn = pc;
 
     pc->c->idle = 0;
@@ -1016,6 +1093,177 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
 
     timeout = pc->pg->conf->timeout;
     elapsed = ngx_current_msec - q->start;
+
+    ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
+
+    ngx_http_metacloud_pg_flush(pc);
+}
+
+
+static void
+ngx_http_metacloud_pg_busy(ngx_http_metacloud_pg_conn_t *pc,
+    ngx_uint_t grouped)
+{
+    pc->state = NGX_HTTP_METACLOUD_PG_BUSY;
+    pc->failed = 0;
+    pc->grouped = grouped ? 1 : 0;
+
+    if (grouped) {
+        pc->pg->ngrouped++;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_metacloud_pg_groupable(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q)
+{
+    return pg->conf->group > 1 && q->stmt->group && !q->solo;
+}
+
+
+static void
+ngx_http_metacloud_pg_enqueue(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q)
+{
+    ngx_msec_t  elapsed;
+
+    ngx_queue_insert_tail(&pg->waiting, &q->queue);
+    pg->nwaiting++;
+    q->waiting = 1;
+
+    /* metacloud_db_timeout bounds the whole wait, a failed group's too */
+
+    elapsed = ngx_current_msec - q->start;
+
+    q->timer.handler = ngx_http_metacloud_pg_wait_timeout;
+    q->timer.data = q;
+    q->timer.log = q->log;
+    ngx_add_timer(&q->timer, elapsed < pg->conf->timeout
+                             ? pg->conf->timeout - elapsed : 1);
+}
+
+
+/*
+ * A group is one call of the statement's group statement: each parameter
+ * an array in binary (ndim, has-null flag, element type, then the length
+ * and lower bound of the dimension, then each element's length and bytes,
+ * all big-endian: array_recv() in PostgreSQL), one element per query.
+ */
+
+static void
+ngx_http_metacloud_pg_send_group(ngx_http_metacloud_pg_conn_t *pc)
+{
+    int                             lengths[NGX_HTTP_METACLOUD_PG_GROUP_PARAMS];
+    int                             formats[NGX_HTTP_METACLOUD_PG_GROUP_PARAMS];
+    char                           *values[NGX_HTTP_METACLOUD_PG_GROUP_PARAMS];
+    u_char                         *p, msg[NGX_MAX_ERROR_STR];
+    size_t                          len, size;
+    uint32_t                        n;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i, j, binary;
+    ngx_msec_t                      elapsed, timeout;
+    ngx_http_metacloud_pg_stmt_t   *stmt;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    stmt = pc->group[0]->stmt;
+
+    ngx_http_metacloud_pg_busy(pc, 1);
+
+    pc->c->idle = 0;
+
+    for (i = 0; i < pc->ngroup; i++) {
+        pc->group[i]->conn = pc;
+    }
+
+    ngx_memzero(values, sizeof(values));
+    rc = NGX_OK;
+
+    for (j = 0; j < stmt->nparams; j++) {
+        binary = pc->group[0]->formats && pc->group[0]->formats[j];
+
+        size = 5 * sizeof(uint32_t);
+
+        for (i = 0; i < pc->ngroup; i++) {
+            q = pc->group[i];
+            size += sizeof(uint32_t)
+                    + (binary ? (size_t) q->lengths[j]
+                              : ngx_strlen(q->values[j]));
+        }
+
+        if (size > NGX_MAX_INT32_VALUE) {
+            rc = NGX_ERROR;
+            break;
+        }
+
+        p = ngx_alloc(size, pc->c->log);
+        if (p == NULL) {
+            rc = NGX_ERROR;
+            break;
+        }
+
+        values[j] = (char *) p;
+        lengths[j] = (int) size;
+        formats[j] = 1;
+
+        n = htonl(1);                                  /* ndim */
+        p = ngx_cpymem(p, &n, sizeof(uint32_t));
+        n = 0;                                         /* no NULLs */
+        p = ngx_cpymem(p, &n, sizeof(uint32_t));
+        n = htonl(binary ? NGX_HTTP_METACLOUD_PG_BYTEAOID
+                         : NGX_HTTP_METACLOUD_PG_TEXTOID);
+        p = ngx_cpymem(p, &n, sizeof(uint32_t));
+        n = htonl((uint32_t) pc->ngroup);              /* elements */
+        p = ngx_cpymem(p, &n, sizeof(uint32_t));
+        n = htonl(1);                                  /* lower bound */
+        p = ngx_cpymem(p, &n, sizeof(uint32_t));
+
+        for (i = 0; i < pc->ngroup; i++) {
+            q = pc->group[i];
+            len = binary ? (size_t) q->lengths[j] : ngx_strlen(q->values[j]);
+
+            n = htonl((uint32_t) len);
+            p = ngx_cpymem(p, &n, sizeof(uint32_t));
+            p = ngx_cpymem(p, q->values[j], len);
+        }
+    }
+
+    if (rc == NGX_OK
+        && !PQsendQueryPrepared(pc->pgconn, (char *) stmt->group->name.data,
+                                (int) stmt->nparams,
+                                (const char *const *) values, lengths,
+                                formats, 0))
+    {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: PQsendQueryPrepared() failed: %s",
+                      ngx_http_metacloud_pg_errmsg(pc->pgconn, msg,
+                                                   sizeof(msg)));
+        rc = NGX_DECLINED;
+    }
+
+    /* libpq has copied the parameters into its buffer */
+
+    for (j = 0; j < stmt->nparams; j++) {
+        if (values[j]) {
+            ngx_free(values[j]);
+        }
+    }
+
+    if (rc != NGX_OK) {
+        if (rc == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, pc->c->log, 0,
+                          "metacloud: no memory for a group of %ui queries",
+                          pc->ngroup);
+        }
+
+        ngx_http_metacloud_pg_close(pc, rc == NGX_DECLINED);
+        return;
+    }
+
+    /* the first is the oldest: metacloud_db_timeout bounds its wait */
+
+    timeout = pc->pg->conf->timeout;
+    elapsed = ngx_current_msec - pc->group[0]->start;
 
     ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
 
@@ -1092,7 +1340,16 @@ ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
         if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE
             || st == PGRES_NONFATAL_ERROR)
         {
-            if (!pc->failed) {
+            if (!pc->failed && pc->ngroup) {
+                /* not the queries' own failure: each is sent again */
+                ngx_log_error(NGX_LOG_WARN, pc->c->log, 0,
+                              "metacloud: PostgreSQL: %s (a group of %ui, "
+                              "sent again one by one)",
+                              ngx_http_metacloud_pg_flatten(
+                                  PQresultErrorMessage(res), msg, sizeof(msg)),
+                              pc->ngroup);
+
+            } else if (!pc->failed) {
                 level = ngx_http_metacloud_pg_result_failure(pc, res);
 
                 ngx_log_error(level, pc->c->log, 0,
@@ -1180,6 +1437,11 @@ ngx_http_metacloud_pg_query_done(ngx_http_metacloud_pg_conn_t *pc)
     PGresult                       *res;
     ngx_http_metacloud_pg_query_t  *q;
 
+    if (pc->ngroup) {
+        ngx_http_metacloud_pg_group_done(pc);
+        return;
+    }
+
     q = pc->query;
     res = pc->result;
 
@@ -1210,9 +1472,174 @@ ngx_http_metacloud_pg_query_done(ngx_http_metacloud_pg_conn_t *pc)
 }
 
 
+/*
+ * A group's answer: each query completes with its row, or with its error.
+ * A call that failed as a whole (a deadlock with another group, say) has
+ * committed nothing: each query waits again, first in the queue, and goes
+ * on its own.
+ */
+
+static void
+ngx_http_metacloud_pg_group_done(ngx_http_metacloud_pg_conn_t *pc)
+{
+    u_char                          msg[NGX_MAX_ERROR_STR];
+    ngx_uint_t                      i, n;
+    PGresult                       *res, *row;
+    ngx_http_metacloud_pg_t        *pg;
+    ngx_http_metacloud_pg_query_t  *q;
+
+    pg = pc->pg;
+    res = pc->result;
+    n = pc->ngroup;
+
+    pc->result = NULL;
+    pc->ngroup = 0;
+
+    if (pc->failed || res == NULL
+        || PQresultStatus(res) != PGRES_TUPLES_OK)
+    {
+        for (i = n; i > 0; i--) {
+            q = pc->group[i - 1];
+
+            if (q == NULL) {
+                continue;
+            }
+
+            q->conn = NULL;
+            q->solo = 1;
+
+            ngx_http_metacloud_pg_enqueue(pg, q);
+
+            /* back to the head, in the order they had */
+            ngx_queue_remove(&q->queue);
+            ngx_queue_insert_head(&pg->waiting, &q->queue);
+        }
+
+        goto done;
+    }
+
+    ngx_http_metacloud_pg_recovered(pg, pc->c->log);
+
+    for (i = 0; i < n; i++) {
+        q = pc->group[i];
+
+        if (q == NULL) {
+            continue;
+        }
+
+        if ((ngx_uint_t) PQntuples(res) != n || PQnfields(res) < 2) {
+            /* committed, but not the contract: nothing to tell each */
+            ngx_http_metacloud_metrics_db_error(NGX_HTTP_METACLOUD_DB_QUERY);
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "metacloud: the group statement returned %d rows "
+                          "of %d columns for %ui queries",
+                          PQntuples(res), PQnfields(res), n);
+            ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_ERROR,
+                                           NULL);
+            continue;
+        }
+
+        if (!PQgetisnull(res, (int) i, 0)) {
+            ngx_http_metacloud_metrics_db_error(NGX_HTTP_METACLOUD_DB_QUERY);
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "metacloud: PostgreSQL: %s",
+                          ngx_http_metacloud_pg_flatten(
+                              PQgetvalue(res, (int) i, 0), msg, sizeof(msg)));
+            ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_ERROR,
+                                           NULL);
+            continue;
+        }
+
+        row = ngx_http_metacloud_pg_group_row(pc, res, i);
+
+        ngx_http_metacloud_pg_complete(q, row ? NGX_HTTP_METACLOUD_PG_OK
+                                              : NGX_HTTP_METACLOUD_PG_ERROR,
+                                       row);
+    }
+
+done:
+
+    if (res) {
+        PQclear(res);
+    }
+
+    ngx_http_metacloud_pg_set_idle(pc);
+    ngx_http_metacloud_pg_dispatch(pg);
+}
+
+
+/* a query's own result: its row of the group's, without the error column */
+
+static PGresult *
+ngx_http_metacloud_pg_group_row(ngx_http_metacloud_pg_conn_t *pc,
+    PGresult *res, ngx_uint_t row)
+{
+    int               i, n;
+    PGresult         *r;
+    PGresAttDesc      attrs[NGX_HTTP_METACLOUD_PG_GROUP_COLUMNS];
+
+    n = PQnfields(res) - 1;
+
+    if (n > NGX_HTTP_METACLOUD_PG_GROUP_COLUMNS) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "metacloud: the group statement returned %d columns",
+                      n + 1);
+        return NULL;
+    }
+
+    r = PQmakeEmptyPGresult(pc->pgconn, PGRES_TUPLES_OK);
+    if (r == NULL) {
+        goto failed;
+    }
+
+    for (i = 0; i < n; i++) {
+        attrs[i].name = PQfname(res, i + 1);
+        attrs[i].tableid = PQftable(res, i + 1);
+        attrs[i].columnid = PQftablecol(res, i + 1);
+        attrs[i].format = PQfformat(res, i + 1);
+        attrs[i].typid = PQftype(res, i + 1);
+        attrs[i].typlen = PQfsize(res, i + 1);
+        attrs[i].atttypmod = PQfmod(res, i + 1);
+    }
+
+    if (!PQsetResultAttrs(r, n, attrs)) {
+        goto failed;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!PQsetvalue(r, 0, i,
+                        PQgetisnull(res, (int) row, i + 1)
+                        ? NULL : PQgetvalue(res, (int) row, i + 1),
+                        PQgetisnull(res, (int) row, i + 1)
+                        ? -1 : PQgetlength(res, (int) row, i + 1)))
+        {
+            goto failed;
+        }
+    }
+
+    return r;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, pc->c->log, 0,
+                  "metacloud: no memory for a query's result");
+
+    if (r) {
+        PQclear(r);
+    }
+
+    return NULL;
+}
+
+
 static void
 ngx_http_metacloud_pg_set_idle(ngx_http_metacloud_pg_conn_t *pc)
 {
+    if (pc->grouped) {
+        pc->grouped = 0;
+        pc->pg->ngrouped--;
+    }
+
     pc->state = NGX_HTTP_METACLOUD_PG_IDLE;
 
     pc->c->idle = 1;
@@ -1243,9 +1670,7 @@ ngx_http_metacloud_pg_set_log(ngx_connection_t *c, ngx_log_t *log)
 static void
 ngx_http_metacloud_pg_dispatch(ngx_http_metacloud_pg_t *pg)
 {
-    ngx_queue_t                    *qu;
-    ngx_http_metacloud_pg_conn_t   *pc;
-    ngx_http_metacloud_pg_query_t  *q;
+    ngx_http_metacloud_pg_conn_t  *pc;
 
     while (!ngx_queue_empty(&pg->waiting)) {
 
@@ -1255,19 +1680,77 @@ ngx_http_metacloud_pg_dispatch(ngx_http_metacloud_pg_t *pg)
             return;
         }
 
-        qu = ngx_queue_head(&pg->waiting);
+        ngx_http_metacloud_pg_take(pg, pc);
+    }
+}
+
+
+/*
+ * pc takes the first waiting query, and with a groupable one the others
+ * of its statement that wait, up to metacloud_db_group, in their order
+ */
+
+static void
+ngx_http_metacloud_pg_take(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_conn_t *pc)
+{
+    ngx_uint_t                      n, group;
+    ngx_queue_t                    *qu, *next;
+    ngx_http_metacloud_pg_query_t  *q, *first;
+
+    first = NULL;
+    group = 0;
+    n = 0;
+
+    for (qu = ngx_queue_head(&pg->waiting);
+         qu != ngx_queue_sentinel(&pg->waiting);
+         qu = next)
+    {
+        next = ngx_queue_next(qu);
+        q = ngx_queue_data(qu, ngx_http_metacloud_pg_query_t, queue);
+
+        if (first == NULL) {
+            first = q;
+            group = ngx_http_metacloud_pg_groupable(pg, q);
+
+        } else if (!ngx_http_metacloud_pg_groupable(pg, q)
+                   || q->stmt != first->stmt)
+        {
+            continue;
+        }
+
         ngx_queue_remove(qu);
         pg->nwaiting--;
-
-        q = ngx_queue_data(qu, ngx_http_metacloud_pg_query_t, queue);
         q->waiting = 0;
 
         if (q->timer.timer_set) {
             ngx_del_timer(&q->timer);
         }
 
-        ngx_http_metacloud_pg_send(pc, q);
+        if (!group) {
+            ngx_http_metacloud_pg_send(pc, q);
+            return;
+        }
+
+        pc->group[n++] = q;
+
+        if (n == pg->conf->group) {
+            break;
+        }
     }
+
+    if (n == 1) {
+        /* alone: as the statement itself, no arrays */
+        ngx_http_metacloud_pg_send(pc, first);
+        return;
+    }
+
+    pc->ngroup = n;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->c->log, 0,
+                   "metacloud: %ui queries in one transaction", n);
+
+    ngx_http_metacloud_pg_send_group(pc);
 }
 
 
@@ -1345,11 +1828,13 @@ static void
 ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
     ngx_uint_t failed)
 {
+    ngx_uint_t                      i, n;
     ngx_http_metacloud_pg_t        *pg;
     ngx_http_metacloud_pg_query_t  *q;
 
     pg = pc->pg;
     q = pc->query;
+    n = pc->ngroup;
 
     if (pc->c) {
         if (pc->c->read->timer_set) {
@@ -1382,12 +1867,26 @@ ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
         pg->nopen--;
     }
 
+    if (pc->grouped) {
+        pc->grouped = 0;
+        pg->ngrouped--;
+    }
+
     pc->state = NGX_HTTP_METACLOUD_PG_CLOSED;
     pc->query = NULL;
+    pc->ngroup = 0;
 
     if (q) {
         ngx_http_metacloud_pg_complete(q, NGX_HTTP_METACLOUD_PG_UNAVAILABLE,
                                        NULL);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (pc->group[i]) {
+            ngx_http_metacloud_pg_complete(pc->group[i],
+                                           NGX_HTTP_METACLOUD_PG_UNAVAILABLE,
+                                           NULL);
+        }
     }
 
     if (!failed || ngx_exiting || ngx_terminate) {

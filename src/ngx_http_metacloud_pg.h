@@ -49,6 +49,9 @@ struct ngx_http_metacloud_pg_stmt_s {
     ngx_str_t                          name;     /* NUL-terminated */
     ngx_str_t                          sql;
     ngx_uint_t                         nparams;
+
+    /* several queries of this statement in one call: metacloud_db_group */
+    ngx_http_metacloud_pg_stmt_t      *group;
 };
 
 
@@ -83,6 +86,7 @@ struct ngx_http_metacloud_pg_query_s {
     ngx_http_metacloud_pg_t           *pg;
     ngx_http_metacloud_pg_conn_t      *conn;
     unsigned                           waiting:1;
+    unsigned                           solo:1;   /* its group failed */
 };
 
 
@@ -92,6 +96,7 @@ typedef struct {
     ngx_str_t                          conninfo; /* NUL-terminated */
     ngx_uint_t                         size;     /* connections per worker */
     ngx_uint_t                         queue_size;
+    ngx_uint_t                         group;    /* queries per call */
     ngx_msec_t                         timeout;
     ngx_msec_t                         idle_timeout;
     ngx_int_t                          schema_version; /* at least */
@@ -124,6 +129,20 @@ typedef struct {
  */
 ngx_http_metacloud_pg_stmt_t *ngx_http_metacloud_pg_add_stmt(ngx_conf_t *cf,
     ngx_str_t *name, ngx_str_t *sql, ngx_uint_t nparams);
+
+/*
+ * Configuration time: queries of stmt that wait for a connection may go
+ * as one call of a group statement (at most metacloud_db_group of them,
+ * one transaction).  Its sql takes each parameter of stmt as an array
+ * with one element per query, in order (bytea[] for a binary parameter,
+ * text[] for a text one, as $1::bytea[], $2::text[]), and returns one row
+ * per query in that order: first the error of that query (NULL: none),
+ * then the columns stmt returns.  A query whose error is set completes
+ * with NGX_HTTP_METACLOUD_PG_ERROR, the others with their own row; when
+ * the whole call fails, each query is sent again on its own.
+ */
+ngx_int_t ngx_http_metacloud_pg_add_group(ngx_conf_t *cf,
+    ngx_http_metacloud_pg_stmt_t *stmt, ngx_str_t *name, ngx_str_t *sql);
 
 /* the pool of this worker: NULL when none is configured or running here */
 ngx_http_metacloud_pg_t *ngx_http_metacloud_pg_get(void);

@@ -23,6 +23,9 @@
 /* the schema version (sql/) this build of the module needs at least */
 #define MC_SCHEMA_VERSION    8
 
+/* and with metacloud_db_group above 1: metacloud_ingest_group() */
+#define MC_SCHEMA_VERSION_GROUP  11
+
 
 typedef struct {
     size_t                len;

@@ -1,5 +1,5 @@
 -- Least privilege: metacloud_module may execute metacloud_ingest(),
--- metacloud_schema_version(), the media queue's functions and the metrics'
+-- metacloud_ingest_group(), metacloud_schema_version(), the media queue's functions and the metrics'
 -- metacloud_backlog() and metacloud_organizations(), and nothing else.
 BEGIN;
 \ir helpers.psql
@@ -33,6 +33,7 @@ BEGIN
     LOOP
         PERFORM pg_temp.is(has_function_privilege('metacloud_module', r.f, 'EXECUTE'),
                            r.f::text IN ('metacloud_ingest(bytea,jsonb,jsonb)',
+                                         'metacloud_ingest_group(bytea[],text[],text[])',
                                          'metacloud_schema_version()',
                                          'metacloud_media_token(text)',
                                          'metacloud_media_claim(text[],integer,interval,integer)',
