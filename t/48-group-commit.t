@@ -192,7 +192,7 @@ for my $i (0 .. 5) {
         $xmin{$xmin // ''}++;
     }
     is(messages_with_text("group one $i"), 1,
-       "group: delivery $i's message stored once");
+       "group: delivery ${i}'s message stored once");
 }
 is(scalar keys %xmin, 1, 'group: the five were written by one transaction');
 ok(defined $first_xmin && !$xmin{$first_xmin},
