@@ -110,6 +110,13 @@ ngx_http_metacloud_ingest_init(ngx_http_metacloud_ingest_t *in,
     in->lengths[2] = (int) ngx_strlen(in->info);
     in->formats[2] = 0;
 
+    /*
+     * a big delivery runs long: in a group, or with deliveries waiting
+     * for it to be done, it would make small ones wait for its time
+     */
+
+    in->query.alone = norm->nevents > NGX_HTTP_METACLOUD_INGEST_GROUP_EVENTS;
+
     in->query.stmt = stmt;
     in->query.values = in->values;
     in->query.lengths = in->lengths;

@@ -1070,7 +1070,9 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
 
     stmt = q->stmt;
 
-    ngx_http_metacloud_pg_busy(pc, stmt->group != NULL);
+    /* a group's query sent alone: the next ones wait for it all the same */
+    ngx_http_metacloud_pg_busy(pc, pc->pg->conf->group > 1 && stmt->group
+                                   && !q->alone);
     pc->query = q;
     q->conn = pc;
 
@@ -1118,7 +1120,7 @@ static ngx_uint_t
 ngx_http_metacloud_pg_groupable(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q)
 {
-    return pg->conf->group > 1 && q->stmt->group && !q->solo;
+    return pg->conf->group > 1 && q->stmt->group && !q->solo && !q->alone;
 }
 
 

@@ -71,6 +71,8 @@ struct ngx_http_metacloud_pg_query_s {
     ngx_http_metacloud_pg_handler_pt   handler;
     void                              *data;
     ngx_log_t                         *log;      /* PostgreSQL errors too */
+    unsigned                           alone:1;  /* never in a group, and
+                                                    none waits for it */
 
     /* set by the pool when the handler runs */
     ngx_http_metacloud_pg_rc_e         rc;

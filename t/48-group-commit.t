@@ -18,7 +18,10 @@
 #      once, as a deadlock with another group would): a warning, then each
 #      delivery is sent again alone: all 200, each stored once, each in a
 #      transaction of its own;
-#   4. metacloud_db_group 0 and 65 are refused by nginx -t.
+#   4. a delivery of more than 10 events goes alone and nobody waits for
+#      it: behind such a delivery held on the lock, a small one takes the
+#      second connection (two backends on the lock, none in the queue);
+#   5. metacloud_db_group 0 and 65 are refused by nginx -t.
 #
 # Run: make test T=t/48-group-commit.t   (PROVE_FLAGS=-v for every check)
 #
@@ -298,7 +301,55 @@ ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again
    'whole group fails: a warning names the group');
 
 # ======================================================================
-# 4. bounds
+# 4. a big delivery goes alone
+
+{
+    my $big_from = '16505559999';
+    my $big = $b->body('meta_text',
+                       contacts => MCBridge::contact('Big', $big_from),
+                       item => sub {
+                           my ($item, $value) = @_;
+                           $value->{messages} = [ map { {
+                               %$item, id => "wamid.GROUP-BIG-$_",
+                               from => $big_from,
+                               text => { body => "group big $_" } } } 1 .. 11 ];
+                       });
+    my $small = text_body('group four');
+
+    my $fh;
+    my $pid = open($fh, '|-', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+                   '-d', $t->dbname);
+    $fh->autoflush(1);
+    print $fh "BEGIN;\nLOCK TABLE meta_cloud_webhook_requests "
+              . "IN EXCLUSIVE MODE;\n";
+    wait_for(sub {
+        $t->sql1(q{SELECT count(*) FROM pg_locks l
+            JOIN pg_class c ON c.oid = l.relation
+            WHERE c.relname = 'meta_cloud_webhook_requests'
+              AND l.mode = 'ExclusiveLock' AND l.granted
+              AND l.pid <> pg_backend_pid()})
+    }, 1, 'big: EXCLUSIVE held');
+
+    my @socks = ($t->post_signed($URI, $big, nowait => 1, timeout => 60));
+    wait_for(\&module_backends_on_lock, 1, 'big: the big delivery on the lock');
+    push @socks, $t->post_signed($URI, $small, nowait => 1, timeout => 60);
+    wait_for(\&module_backends_on_lock, 2,
+             'big: the small one did not wait for it: on the lock too');
+    is(queue_waiting(), 0, 'big: nothing in the queue');
+
+    print $fh "COMMIT;\n";
+    close $fh;
+
+    my @a = map { my ($st) = $t->response($_); $st } @socks;
+    is_deeply(\@a, [200, 200], 'big: both 200');
+    is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
+                   WHERE "text" LIKE 'group big %'}), 11,
+       'big: its 11 messages');
+    is(messages_with_text('group four'), 1, 'big: the small one stored');
+}
+
+# ======================================================================
+# 5. bounds
 
 for my $v (0, 65) {
     my ($rc, $out) = $t->nginx_t("metacloud_db_group $v;\n");
