@@ -9,7 +9,8 @@
 #
 #   1. five deliveries behind the first: all 200, each answer's rawId is
 #      the raw row of its own body (byte-exact), the five rows were written
-#      by one transaction (one now(): "receivedAt"), the first by another; the access log's
+#      by one transaction, the first by another (a trigger of the suite
+#      records txid_current() for each raw row: the top transaction's id); the access log's
 #      $metacloud_organization names the organisation for each;
 #   2. a delivery that fails on its own (a trigger raises for its text)
 #      inside a group: it alone gets 503 "database error" and leaves no
@@ -72,6 +73,19 @@ EOF
 $t->run;
 $t->sql(q{SELECT metacloud_add_phone_number('org-test', :'v1', :'v2', 'tok')},
         $MCBridge::PHONE, $MCBridge::WABA);
+
+# the transaction of each raw row (the top one's: a group's deliveries are
+# sub-transactions, each with an xmin of its own)
+$t->sql(q{
+    CREATE TABLE group_test_tx ("id" text PRIMARY KEY, tx bigint);
+    CREATE FUNCTION group_test_tx() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO group_test_tx VALUES (NEW."id", txid_current());
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER group_test_tx AFTER INSERT ON meta_cloud_webhook_requests
+        FOR EACH ROW EXECUTE FUNCTION group_test_tx();
+});
 
 my $n = 0;
 
@@ -158,13 +172,13 @@ sub held {
     } @socks;
 }
 
-# the raw row of an answer: (sha256 hex, its transaction's start: "receivedAt"
-# is now(), the same for every row of one transaction; xmin is not, each
-# delivery of a group being a sub-transaction)
+# the raw row of an answer: (sha256 hex, its transaction)
 sub raw_row {
     my ($doc) = @_;
-    my $r = $t->sql(q{SELECT encode("sha256", 'hex'), "receivedAt"::text
-                        FROM meta_cloud_webhook_requests WHERE "id" = :'v1'},
+    my $r = $t->sql(q{SELECT encode(r."sha256", 'hex'), x.tx
+                        FROM meta_cloud_webhook_requests r
+                        JOIN group_test_tx x USING ("id")
+                       WHERE r."id" = :'v1'},
                     $doc && $doc->{rawId} // '');
     return @{ $r->[0] // [] };
 }
@@ -181,24 +195,24 @@ sub messages_with_text {
 my @bodies = map { text_body("group one $_") } 0 .. 5;
 my @ans = held('group', $bodies[0], [@bodies[1 .. 5]]);
 
-my (%xmin, $first_xmin);
+my (%tx, $first_tx);
 for my $i (0 .. 5) {
     my ($st, $doc, $raw) = @{ $ans[$i] };
     is($st, 200, "group: delivery $i 200") or diag($raw);
     is($doc && $doc->{inserted}, 1, "group: delivery $i inserted its event");
-    my ($sha, $xmin) = raw_row($doc);
+    my ($sha, $tx) = raw_row($doc);
     is($sha, sha256_hex($bodies[$i]),
        "group: delivery $i answered with the raw row of its own body");
     if ($i == 0) {
-        $first_xmin = $xmin;
+        $first_tx = $tx;
     } else {
-        $xmin{$xmin // ''}++;
+        $tx{$tx // ''}++;
     }
     is(messages_with_text("group one $i"), 1,
        "group: delivery ${i}'s message stored once");
 }
-is(scalar keys %xmin, 1, 'group: the five were written by one transaction');
-ok(defined $first_xmin && !$xmin{$first_xmin},
+is(scalar keys %tx, 1, 'group: the five were written by one transaction');
+ok(defined $first_tx && !$tx{$first_tx},
    'group: the first by a transaction of its own');
 is_deeply($t->sql(q{SELECT "body" = convert_to(:'v1', 'UTF8')
                       FROM meta_cloud_webhook_requests
@@ -244,16 +258,16 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_webhook_requests
                WHERE "sha256" = sha256(convert_to(:'v1', 'UTF8'))},
             $bodies[2]), 0, 'one fails: no raw row');
 
-%xmin = ();
+%tx = ();
 for my $i (0, 1, 3) {
     my ($st, $doc, $raw) = @{ $ans[$i] };
     is($st, 200, "one fails: delivery $i 200") or diag($raw);
-    my ($sha, $xmin) = raw_row($doc);
+    my ($sha, $tx) = raw_row($doc);
     is($sha, sha256_hex($bodies[$i]), "one fails: delivery $i its own row");
-    $xmin{$xmin // ''}++ if $i;
+    $tx{$tx // ''}++ if $i;
     is(messages_with_text("group two $i"), 1, "one fails: delivery $i stored");
 }
-is(scalar keys %xmin, 1, 'one fails: the other two committed together');
+is(scalar keys %tx, 1, 'one fails: the other two committed together');
 ok($t->_wait_log(qr/\[error\].*group test: this delivery fails/, 1, 10 * $tf),
    'one fails: its error logged');
 
@@ -279,14 +293,14 @@ $t->sql(q{
            text_body('group deadlock'), text_body('group three 3'));
 @ans = held('whole group fails', $bodies[0], [@bodies[1 .. 3]]);
 
-%xmin = ();
+%tx = ();
 for my $i (0 .. 3) {
     my ($st, $doc, $raw) = @{ $ans[$i] };
     is($st, 200, "whole group fails: delivery $i 200") or diag($raw);
-    my ($sha, $xmin) = raw_row($doc);
+    my ($sha, $tx) = raw_row($doc);
     is($sha, sha256_hex($bodies[$i]),
        "whole group fails: delivery $i its own row");
-    $xmin{$xmin // ''}++ if $i;
+    $tx{$tx // ''}++ if $i;
 }
 is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
                WHERE "text" IN ('group three 1', 'group deadlock',
@@ -295,7 +309,13 @@ is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
 is($t->sql1(q{SELECT count(*) FROM meta_cloud_webhook_requests
                WHERE convert_from("body", 'UTF8') LIKE '%group three 1%'}), 1,
    'whole group fails: one raw row each (the group left none)');
-is(scalar keys %xmin, 3, 'whole group fails: then one transaction each');
+is(scalar keys %tx, 3, 'whole group fails: then one transaction each')
+    or diag($JSON->encode($t->sql(q{SELECT x.tx,
+                   substring(convert_from(r."body", 'UTF8')
+                             FROM 'group (three .|deadlock)')
+              FROM meta_cloud_webhook_requests r JOIN group_test_tx x USING ("id")
+             WHERE convert_from(r."body", 'UTF8') ~ 'group (three|deadlock)'
+             ORDER BY 1})));
 ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again one by one\)/,
                  1, 10 * $tf),
    'whole group fails: a warning names the group');
