@@ -661,17 +661,13 @@ ngx_http_metacloud_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mcf->pg.size, 4);
     ngx_conf_init_uint_value(mcf->pg.queue_size, 256);
-    ngx_conf_init_uint_value(mcf->pg.group, 1);
+    ngx_conf_init_uint_value(mcf->pg.group, 8);
 
-    if (mcf->ingest && mcf->pg.group > 1) {
-        if (ngx_http_metacloud_ingest_register_group(cf, mcf->ingest)
-            != NGX_OK)
-        {
-            return NGX_CONF_ERROR;
-        }
-
-        mcf->pg.schema_version = ngx_max(mcf->pg.schema_version,
-                                         MC_SCHEMA_VERSION_GROUP);
+    if (mcf->ingest && mcf->pg.group > 1
+        && ngx_http_metacloud_ingest_register_group(cf, mcf->ingest)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
     ngx_conf_init_msec_value(mcf->pg.timeout, 3000);
 

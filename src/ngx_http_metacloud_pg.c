@@ -504,12 +504,14 @@ ngx_http_metacloud_pg_run(ngx_http_metacloud_pg_t *pg,
     q->solo = 0;
 
     if (ngx_http_metacloud_pg_groupable(pg, q) && pg->ngrouped
-        && pg->nwaiting + 1 < pg->conf->group)
+        && pg->nwaiting + 1 < pg->conf->group
+        && pg->nwaiting < pg->conf->queue_size)
     {
         /*
          * group commit: while a connection runs queries of this kind, the
          * next ones wait for it and then go together, in one transaction,
-         * rather than on more connections at once (metacloud_db_group)
+         * rather than on more connections at once (metacloud_db_group);
+         * within metacloud_db_queue, which 0 makes "no waiting"
          */
 
         ngx_http_metacloud_pg_enqueue(pg, q);

@@ -21,10 +21,7 @@
 #define MC_EVENT_VERSION     1
 
 /* the schema version (sql/) this build of the module needs at least */
-#define MC_SCHEMA_VERSION    8
-
-/* and with metacloud_db_group above 1: metacloud_ingest_group() */
-#define MC_SCHEMA_VERSION_GROUP  11
+#define MC_SCHEMA_VERSION    11     /* metacloud_ingest_group() */
 
 
 typedef struct {

@@ -25,13 +25,15 @@ sub new {
     return bless { t => $t, lock_pid => undef }, $class;
 }
 
-# start($pool): nginx with the webhook location, our number registered
+# start($pool): nginx with the webhook location, our number registered;
+# no group commit: race() needs every delivery in a session of its own
 sub start {
     my ($self, $pool) = @_;
     my $t = $self->{t};
     $t->write_conf(<<"EOF");
 metacloud_db "%%DB%%";
 metacloud_db_pool $pool;
+metacloud_db_group 1;
 metacloud_db_timeout 60s;
 server {
     listen 127.0.0.1:%%PORT%%;
