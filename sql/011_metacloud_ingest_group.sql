@@ -7,8 +7,9 @@
 -- session as one call of metacloud_ingest_group() (docs/SQL.md, "Group
 -- commit").
 --
--- Each delivery is metacloud_ingest() as before, in a sub-transaction of
--- its own: one that fails for a reason of its own (the call raises) is
+-- Each delivery is metacloud_ingest()'s work (metacloud_ingest_one(), 010)
+-- in a sub-transaction of its own, the SET clauses paid once for the
+-- group: one that fails for a reason of its own (the call raises) is
 -- rolled back alone and reported on its row, and the others commit.  A
 -- deadlock, a serialization failure, a lock timeout, a lack of resources
 -- or a shutdown fails the whole call (as it fails metacloud_ingest()):
@@ -35,12 +36,13 @@ $$;
 CREATE OR REPLACE FUNCTION metacloud_ingest_group(bodies bytea[],
     events text[], infos text[])
 RETURNS TABLE (ord int, error text, result jsonb)
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path FROM CURRENT
+-- as metacloud_ingest(): the rows skip the pending-status trigger (003)
+SET metacloud.ingest = 'on'
 AS $$
 DECLARE
     v_events  jsonb[];
-    e         jsonb;
 BEGIN
     IF cardinality(bodies) IS DISTINCT FROM cardinality(events)
        OR cardinality(bodies) IS DISTINCT FROM cardinality(infos)
@@ -66,8 +68,8 @@ BEGIN
                   i
     LOOP
         BEGIN
-            result := metacloud_ingest(bodies[ord], v_events[ord],
-                                       coalesce(infos[ord], '{}')::jsonb);
+            result := metacloud_ingest_one(bodies[ord], v_events[ord],
+                                           coalesce(infos[ord], '{}')::jsonb);
             error := NULL;
         EXCEPTION
             WHEN transaction_rollback OR lock_not_available
