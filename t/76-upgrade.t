@@ -112,9 +112,9 @@ like($out, qr/applied 004_metacloud_bridge\.sql/,
      'a changed file is applied again');
 like($out, qr/applied 010_metacloud_set_ingest\.sql/,
      'and every file after it, so that the last definition wins');
-is(q1(q{SELECT prosrc LIKE '%metacloud_ingest_set%' FROM pg_proc
+is(q1(q{SELECT prosrc LIKE '%metacloud_ingest_one%' FROM pg_proc
          WHERE oid = 'metacloud_ingest(bytea, jsonb, jsonb)'::regprocedure}),
-   't', "metacloud_ingest() is still 010's");
+   't', "metacloud_ingest() is still 010's (it calls metacloud_ingest_one)");
 is(q1(q{SELECT prosrc FROM pg_proc
          WHERE oid = 'metacloud_bridge_ticket(text, text, boolean)'
                      ::regprocedure}),
