@@ -35,7 +35,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use IO::Handle;
 use Digest::SHA qw(sha256_hex);
 use Time::HiRes qw(time sleep);
 use MCTest;
@@ -134,21 +133,7 @@ sub wait_for {
 sub held {
     my ($label, $first, $rest) = @_;
 
-    my $fh;
-    my $pid = open($fh, '|-', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-                   '-d', $t->dbname);
-    ok($pid, "$label: a superuser psql session") or BAIL_OUT("psql: $!");
-    $fh->autoflush(1);
-    print $fh "BEGIN;\nLOCK TABLE meta_cloud_webhook_requests "
-              . "IN EXCLUSIVE MODE;\nSELECT pg_sleep(0);\n";
-
-    wait_for(sub {
-        $t->sql1(q{SELECT count(*) FROM pg_locks l
-            JOIN pg_class c ON c.oid = l.relation
-            WHERE c.relname = 'meta_cloud_webhook_requests'
-              AND l.mode = 'ExclusiveLock' AND l.granted
-              AND l.pid <> pg_backend_pid()})
-    }, 1, "$label: EXCLUSIVE held");
+    $b->hold($label, 'meta_cloud_webhook_requests');
 
     my @socks = ($t->post_signed($URI, $first, nowait => 1, timeout => 60));
     wait_for(\&module_backends_on_lock, 1,
@@ -162,9 +147,7 @@ sub held {
        "$label: still one delivery in PostgreSQL (the second connection "
        . "stays idle)");
 
-    print $fh "COMMIT;\n";
-    close $fh;
-    is($?, 0, "$label: the lock session ended cleanly");
+    $b->release($label);
 
     return map {
         my ($st, $h, $body) = $t->response($_);
@@ -336,19 +319,7 @@ ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again
                        });
     my $small = text_body('group four');
 
-    my $fh;
-    my $pid = open($fh, '|-', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-                   '-d', $t->dbname);
-    $fh->autoflush(1);
-    print $fh "BEGIN;\nLOCK TABLE meta_cloud_webhook_requests "
-              . "IN EXCLUSIVE MODE;\n";
-    wait_for(sub {
-        $t->sql1(q{SELECT count(*) FROM pg_locks l
-            JOIN pg_class c ON c.oid = l.relation
-            WHERE c.relname = 'meta_cloud_webhook_requests'
-              AND l.mode = 'ExclusiveLock' AND l.granted
-              AND l.pid <> pg_backend_pid()})
-    }, 1, 'big: EXCLUSIVE held');
+    $b->hold('big', 'meta_cloud_webhook_requests');
 
     my @socks = ($t->post_signed($URI, $big, nowait => 1, timeout => 60));
     wait_for(\&module_backends_on_lock, 1, 'big: the big delivery on the lock');
@@ -357,8 +328,7 @@ ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again
              'big: the small one did not wait for it: on the lock too');
     is(queue_waiting(), 0, 'big: nothing in the queue');
 
-    print $fh "COMMIT;\n";
-    close $fh;
+    $b->release('big');
 
     my @a = map { my ($st) = $t->response($_); $st } @socks;
     is_deeply(\@a, [200, 200], 'big: both 200');

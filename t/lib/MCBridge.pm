@@ -1,8 +1,9 @@
 package MCBridge;
 
-# Helpers of the bridge suites (t/45-*.t, t/46-*.t): bodies made from the
-# fixtures with their ids changed, signed posts, and the held-lock race of
-# t/50-idempotency.t on any table.  API at the end of the file.
+# Helpers of the bridge suites (t/45-*.t, t/46-*.t) and t/48: bodies made
+# from the fixtures with their ids changed, signed posts, a held lock and
+# the held-lock race of t/50-idempotency.t on any table.  API at the end
+# of the file.
 
 use strict;
 use warnings;
@@ -114,18 +115,13 @@ sub empty_db {
 # ----------------------------------------------------------------------
 # the held-lock race
 
-# race($label, table => $t, bodies => [...]): a superuser session holds
-# EXCLUSIVE on the table (every delivery ends with an INSERT into it), the
-# bodies are sent at once, the suite waits until every delivery's backend
-# waits on a lock (the table, or a lock the bridge takes before it), and
-# releases: every delivery has done its work before any commits.  Returns
-# the answers [status, decoded, raw].
-sub race {
-    my ($self, $label, %o) = @_;
+# hold($label, $table): a superuser session takes EXCLUSIVE on the table
+# (every delivery ends with an INSERT into meta_cloud_webhook_requests) and
+# keeps it, in a transaction, until release($label)
+sub hold {
+    my ($self, $label, $table) = @_;
     my $t = $self->{t};
     my $tf = $t->timeout_factor;
-    my $table = $o{table} // 'meta_cloud_webhook_requests';
-    my @bodies = @{ $o{bodies} };
 
     my $fh;
     $self->{lock_pid} = open($fh, '|-', 'psql', '-X', '-q',
@@ -134,6 +130,7 @@ sub race {
         or BAIL_OUT("psql: $!");
     $fh->autoflush(1);
     print $fh "BEGIN;\nLOCK TABLE $table IN EXCLUSIVE MODE;\n";
+    $self->{lock_fh} = $fh;
 
     my $locked = 0;
     my $deadline = time + 10 * $tf;
@@ -149,13 +146,38 @@ sub race {
         sleep 0.05;
     }
     is($locked, 1, "$label: EXCLUSIVE held on $table");
+}
+
+sub release {
+    my ($self, $label) = @_;
+    my $fh = delete $self->{lock_fh};
+    print $fh "COMMIT;\n";
+    close $fh;
+    my $rc = $?;
+    $self->{lock_pid} = undef;
+    is($rc, 0, "$label: the lock session ended cleanly");
+}
+
+# race($label, table => $t, bodies => [...]): hold() on the table, the
+# bodies are sent at once, the suite waits until every delivery's backend
+# waits on a lock (the table, or a lock the bridge takes before it), and
+# releases: every delivery has done its work before any commits.  Returns
+# the answers [status, decoded, raw].
+sub race {
+    my ($self, $label, %o) = @_;
+    my $t = $self->{t};
+    my $tf = $t->timeout_factor;
+    my $table = $o{table} // 'meta_cloud_webhook_requests';
+    my @bodies = @{ $o{bodies} };
+
+    $self->hold($label, $table);
 
     my $before = $t->sql1('SELECT count(*) FROM meta_cloud_webhook_requests');
     my @socks = map { $t->post_signed($URI, $_, nowait => 1, timeout => 60) }
                 @bodies;
 
     my $waiting = 0;
-    $deadline = time + 30 * $tf;
+    my $deadline = time + 30 * $tf;
     while (time < $deadline) {
         $waiting = $t->sql1(q{SELECT count(DISTINCT pid) FROM pg_stat_activity
             WHERE usename = 'metacloud_module'
@@ -173,11 +195,7 @@ sub race {
     is($t->sql1('SELECT count(*) FROM meta_cloud_webhook_requests'), $before,
        "$label: nothing committed while the lock is held");
 
-    print $fh "COMMIT;\n";
-    close $fh;
-    my $rc = $?;
-    $self->{lock_pid} = undef;
-    is($rc, 0, "$label: the lock session ended cleanly");
+    $self->release($label);
 
     my @answers = map {
         my ($rst, $rh, $rb) = $t->response($_);
@@ -206,13 +224,15 @@ __END__
 =head1 API
 
   my $b = MCBridge->new($t);
-  $b->start($pool)   nginx (metacloud_db_pool $pool) and the number of
-                     org-test registered
+  $b->start($pool)   nginx (metacloud_db_pool $pool, metacloud_db_group 1)
+                     and the number of org-test registered
   $b->body($fixture, item => sub { my ($item, $value) = @_ },
            contacts => [...] | undef, phone => .., waba => .., display => ..)
   MCBridge::contact($name, $wa_id, %more)   a value.contacts array
   $b->post($body)  $b->post_ok($body, $name)
   $b->empty_db     truncates the module's and the platform's tables
+  $b->hold($label, $table)  $b->release($label)   EXCLUSIVE on $table in a
+                     superuser session, until release
   $b->race($label, table => 'meta_cloud_webhook_requests', bodies => [...])
 
 =cut
