@@ -95,6 +95,8 @@ static ngx_uint_t ngx_http_metacloud_pg_groupable(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q);
 static void ngx_http_metacloud_pg_enqueue(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q);
+static ngx_msec_t ngx_http_metacloud_pg_time_left(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q);
 static void ngx_http_metacloud_pg_send_group(
     ngx_http_metacloud_pg_conn_t *pc);
 static void ngx_http_metacloud_pg_group_done(
@@ -1067,7 +1069,6 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
     ngx_http_metacloud_pg_query_t *q)
 {
     u_char                         msg[NGX_MAX_ERROR_STR];
-    ngx_msec_t                     elapsed, timeout;
     ngx_http_metacloud_pg_stmt_t  *stmt;
 
     stmt = q->stmt;
@@ -1093,12 +1094,7 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
         return;
     }
 
-    /* metacloud_db_timeout bounds the whole wait, queue included */
-
-    timeout = pc->pg->conf->timeout;
-    elapsed = ngx_current_msec - q->start;
-
-    ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
+    ngx_add_timer(pc->c->read, ngx_http_metacloud_pg_time_left(pc->pg, q));
 
     ngx_http_metacloud_pg_flush(pc);
 }
@@ -1130,21 +1126,32 @@ static void
 ngx_http_metacloud_pg_enqueue(ngx_http_metacloud_pg_t *pg,
     ngx_http_metacloud_pg_query_t *q)
 {
-    ngx_msec_t  elapsed;
-
     ngx_queue_insert_tail(&pg->waiting, &q->queue);
     pg->nwaiting++;
     q->waiting = 1;
 
-    /* metacloud_db_timeout bounds the whole wait, a failed group's too */
-
-    elapsed = ngx_current_msec - q->start;
-
     q->timer.handler = ngx_http_metacloud_pg_wait_timeout;
     q->timer.data = q;
     q->timer.log = q->log;
-    ngx_add_timer(&q->timer, elapsed < pg->conf->timeout
-                             ? pg->conf->timeout - elapsed : 1);
+    ngx_add_timer(&q->timer, ngx_http_metacloud_pg_time_left(pg, q));
+}
+
+
+/*
+ * metacloud_db_timeout bounds the whole wait of a query since it was run:
+ * in the queue, on a connection, and again in the queue when its group
+ * failed
+ */
+
+static ngx_msec_t
+ngx_http_metacloud_pg_time_left(ngx_http_metacloud_pg_t *pg,
+    ngx_http_metacloud_pg_query_t *q)
+{
+    ngx_msec_t  elapsed;
+
+    elapsed = ngx_current_msec - q->start;
+
+    return elapsed < pg->conf->timeout ? pg->conf->timeout - elapsed : 1;
 }
 
 
@@ -1166,7 +1173,6 @@ ngx_http_metacloud_pg_send_group(ngx_http_metacloud_pg_conn_t *pc)
     uint32_t                        n;
     ngx_int_t                       rc;
     ngx_uint_t                      i, j, binary;
-    ngx_msec_t                      elapsed, timeout;
     ngx_http_metacloud_pg_stmt_t   *stmt;
     ngx_http_metacloud_pg_query_t  *q;
 
@@ -1264,12 +1270,10 @@ ngx_http_metacloud_pg_send_group(ngx_http_metacloud_pg_conn_t *pc)
         return;
     }
 
-    /* the first is the oldest: metacloud_db_timeout bounds its wait */
+    /* the first is the oldest */
 
-    timeout = pc->pg->conf->timeout;
-    elapsed = ngx_current_msec - pc->group[0]->start;
-
-    ngx_add_timer(pc->c->read, elapsed < timeout ? timeout - elapsed : 1);
+    ngx_add_timer(pc->c->read,
+                  ngx_http_metacloud_pg_time_left(pc->pg, pc->group[0]));
 
     ngx_http_metacloud_pg_flush(pc);
 }
