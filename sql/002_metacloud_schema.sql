@@ -24,6 +24,36 @@ CREATE TABLE IF NOT EXISTS metacloud_schema_migrations (
 );
 
 
+-- metacloud_new_id() -------------------------------------------------------
+--
+-- The id of every row the module makes: a UUID of version 7 (RFC 9562),
+-- text like gen_random_uuid()::text, 48 bits of Unix time in milliseconds
+-- first, then random bits.  Ids made one after another sort together, so
+-- a new row's key goes to the right end of its primary key and of the
+-- indexes on the columns that link to it, pages already in memory, and not
+-- to a random leaf of an index larger than shared_buffers (read, dirtied,
+-- written again, and a full-page image after each checkpoint).  Measured:
+-- 9% less backend CPU a text delivery, the gap growing with the tables
+-- (docs/SQL.md, "Ids").  SQL without FROM: the planner inlines it.
+-- Executable by PUBLIC, as gen_random_uuid() is: it is the tables' "id"
+-- default, for whoever inserts.
+
+CREATE OR REPLACE FUNCTION metacloud_new_id()
+RETURNS text
+LANGUAGE sql VOLATILE PARALLEL SAFE
+AS $$
+    SELECT encode(
+               set_bit(set_bit(                  -- version 4 -> 7
+                   overlay(uuid_send(gen_random_uuid())
+                           PLACING substring(int8send(floor(
+                               extract(epoch FROM clock_timestamp())
+                               * 1000)::bigint) FROM 3)
+                           FROM 1 FOR 6),
+                   52, 1), 53, 1),
+               'hex')::uuid::text
+$$;
+
+
 -- Enums ------------------------------------------------------------------
 --
 -- Created with the PRD's values when missing; the values the real payloads
@@ -79,7 +109,7 @@ ALTER TYPE "MetaCloudMessageStatusEnum" ADD VALUE IF NOT EXISTS 'UNKNOWN';
 -- retries are byte-identical bodies and every delivery is kept.
 
 CREATE TABLE IF NOT EXISTS meta_cloud_webhook_requests (
-    "id"                text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"                text PRIMARY KEY DEFAULT metacloud_new_id(),
     "body"              bytea NOT NULL,
     "sha256"            bytea NOT NULL,
     "receivedAt"        timestamptz(3) NOT NULL DEFAULT now(),
@@ -105,7 +135,7 @@ CREATE INDEX IF NOT EXISTS meta_cloud_webhook_requests_receivedAt_brin
 -- MetaCloudWebhookEvent ----------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS meta_cloud_webhook_events (
-    "id"              text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"              text PRIMARY KEY DEFAULT metacloud_new_id(),
     "webhookId"       text NOT NULL,
     "eventType"       text NOT NULL,
     "phoneNumberId"   text NOT NULL,
@@ -176,7 +206,7 @@ CREATE INDEX IF NOT EXISTS "meta_cloud_webhook_events_pending_status_idx"
 -- (before the messages, which reference it)
 
 CREATE TABLE IF NOT EXISTS meta_cloud_media (
-    "id"                    text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"                    text PRIMARY KEY DEFAULT metacloud_new_id(),
     "mediaId"               text NOT NULL,
     "sha256"                text,
     "type"                  "MetaCloudMediaType" NOT NULL,
@@ -230,7 +260,7 @@ CREATE INDEX IF NOT EXISTS "meta_cloud_media_downloadUrlExpiresAt_idx"
 -- MetaCloudMessage ---------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS meta_cloud_messages (
-    "id"                 text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"                 text PRIMARY KEY DEFAULT metacloud_new_id(),
     "wamid"              text NOT NULL,
     "organizationId"     text NOT NULL
                          REFERENCES "Organization" ("id") ON DELETE CASCADE,
@@ -342,7 +372,7 @@ CREATE INDEX IF NOT EXISTS "meta_cloud_messages_mediaId_idx"
 -- MetaCloudMessageStatus ---------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS meta_cloud_message_statuses (
-    "id"               text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"               text PRIMARY KEY DEFAULT metacloud_new_id(),
     "messageId"        text NOT NULL REFERENCES meta_cloud_messages ("id")
                        ON DELETE CASCADE,
     "webhookEventId"   text REFERENCES meta_cloud_webhook_events ("id")

@@ -235,7 +235,7 @@ BEGIN
                 "pricingType", "billable", "conversationId",
                 "conversationOriginType", "conversationExpiresAt",
                 "bizOpaqueCallbackData", "updatedAt")
-        SELECT gen_random_uuid()::text, m."id", s.event_id, r."status",
+        SELECT metacloud_new_id(), m."id", s.event_id, r."status",
                r."timestamp",
                coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
                         now()),
@@ -459,7 +459,7 @@ BEGIN
             "locationUrl", "originalMessageId", "errorCode", "errorTitle",
             "referral", "historyStatus", "leadId", "conversationId",
             "ticketId", "messageId")
-    SELECT gen_random_uuid()::text, j."wamid", p_org, p_event_id,
+    SELECT metacloud_new_id(), j."wamid", p_org, p_event_id,
            v_phone, j."direction", j."from", j."to", j."type", j."text",
            j."contactName", j."contactWaId", j."contextMessageId",
            coalesce(j."isForwarded", false),

@@ -169,7 +169,7 @@ BEGIN
      ORDER BY x."createdAt", x."id" LIMIT 1;
 
     IF l IS NULL THEN
-        v_id := gen_random_uuid()::text;
+        v_id := metacloud_new_id();
         IF v_full THEN
             INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
                                 "name", "username", "updatedAt")
@@ -274,7 +274,7 @@ BEGIN
      ORDER BY x."createdAt", x."id" LIMIT 1;
 
     IF c IS NULL THEN
-        v_id := gen_random_uuid()::text;
+        v_id := metacloud_new_id();
         IF v_full THEN
             INSERT INTO "Conversation" ("id", "organizationId", "leadId",
                    "phoneNumberId", "lastMessageAt", "lastInboundAt",
@@ -324,7 +324,7 @@ BEGIN
      ORDER BY x."createdAt" DESC, x."id" LIMIT 1;
 
     IF v_id IS NULL AND p_open THEN
-        v_id := gen_random_uuid()::text;
+        v_id := metacloud_new_id();
         INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
                               "status", "updatedAt")
         VALUES (v_id, p_org, p_conversation, 'open', now());
@@ -379,7 +379,7 @@ BEGIN
         RETURN v_id;
     END IF;
 
-    v_id := gen_random_uuid()::text;
+    v_id := metacloud_new_id();
     IF v_full THEN
         INSERT INTO "Message" ("id", "organizationId", "conversationId",
                "ticketId", "leadId", "direction", "type", "body", "status",
@@ -725,7 +725,7 @@ BEGIN
     THEN
         v_status := upper(j ->> 'historyStatus');
     END IF;
-    message_id := gen_random_uuid()::text;
+    message_id := metacloud_new_id();
 
     -- Lead: metacloud_bridge_default_lead()
     SELECT x."id", x."phone", x."userId", x."name", x."username" INTO l
@@ -739,10 +739,10 @@ BEGIN
         -- so no conversation or ticket to look for, and no lock for them;
         -- lead, conversation and ticket in one statement (the foreign keys
         -- are checked at its end)
-        lead_id := gen_random_uuid()::text;
-        conversation_id := gen_random_uuid()::text;
+        lead_id := metacloud_new_id();
+        conversation_id := metacloud_new_id();
         IF v_open THEN
-            ticket_id := gen_random_uuid()::text;
+            ticket_id := metacloud_new_id();
         END IF;
         WITH nl AS (
             INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
@@ -784,7 +784,7 @@ BEGIN
          ORDER BY x."createdAt", x."id" LIMIT 1;
 
         IF NOT FOUND THEN
-            conversation_id := gen_random_uuid()::text;
+            conversation_id := metacloud_new_id();
             INSERT INTO "Conversation" ("id", "organizationId", "leadId",
                    "phoneNumberId", "lastMessageAt", "lastInboundAt",
                    "updatedAt")
@@ -810,7 +810,7 @@ BEGIN
         END IF;
 
         IF ticket_id IS NULL AND v_open THEN
-            ticket_id := gen_random_uuid()::text;
+            ticket_id := metacloud_new_id();
             INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
                                   "status", "updatedAt")
             VALUES (ticket_id, p_org, conversation_id, 'open', now());
@@ -1000,7 +1000,7 @@ BEGIN
            ("id", "wamid", "organizationId", "phoneNumberId", "direction",
             "to", "toUserId", "type", "rawType", "text", "source", "sentAt",
             "currentStatus", "createdAt", "updatedAt")
-    VALUES (gen_random_uuid()::text, v_wamid, v_org, v_phone, 'OUTBOUND',
+    VALUES (metacloud_new_id(), v_wamid, v_org, v_phone, 'OUTBOUND',
             CASE WHEN NOT v_bsuid THEN v_to END,
             CASE WHEN v_bsuid THEN v_to END,
             v_type::"MetaCloudMessageType", v_raw, v_text, 'api', now(),

@@ -33,7 +33,8 @@ $$;
 -- Upgrade from the PRD's Prisma tables -----------------------------------
 --
 -- Prisma fills "id" (cuid) and "updatedAt" in its client: the tables its
--- migration made have no default for them, and our inserts rely on one.
+-- migration made have no default for them, and our inserts rely on one
+-- (metacloud_new_id(), 002, also for tables an earlier 002 made).
 -- Its DateTime is TIMESTAMP(3) holding UTC; ours is timestamptz(3).  The
 -- conversion says AT TIME ZONE 'UTC' explicitly: a bare cast would read the
 -- old values in the session's TimeZone.
@@ -43,12 +44,13 @@ DECLARE
     t  text;
     c  record;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['meta_cloud_webhook_events',
+    FOREACH t IN ARRAY ARRAY['meta_cloud_webhook_requests',
+                             'meta_cloud_webhook_events',
                              'meta_cloud_messages', 'meta_cloud_media',
                              'meta_cloud_message_statuses']
     LOOP
         EXECUTE format('ALTER TABLE %I ALTER COLUMN "id" '
-                       'SET DEFAULT gen_random_uuid()::text', t);
+                       'SET DEFAULT metacloud_new_id()', t);
 
         FOR c IN
             SELECT a.attname
@@ -258,7 +260,7 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_cols     text := '"id", "organizationId", "phoneNumberId", "wabaId", "accessToken"';
-    v_vals     text := 'gen_random_uuid()::text, $1, $2, $3, $4';
+    v_vals     text := 'metacloud_new_id(), $1, $2, $3, $4';
     v_set      text := '"organizationId" = excluded."organizationId", '
                        '"wabaId" = excluded."wabaId", '
                        '"accessToken" = excluded."accessToken"';
@@ -540,7 +542,7 @@ $$;
 -- is gone (a missing file counts as gone).
 
 CREATE TABLE IF NOT EXISTS meta_cloud_media_deletions (
-    "id"               text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    "id"               text PRIMARY KEY DEFAULT metacloud_new_id(),
     "mediaId"          text NOT NULL,          -- Meta's id, for the log
     "organizationId"   text,
     "storageProvider"  text NOT NULL,
@@ -553,6 +555,9 @@ CREATE TABLE IF NOT EXISTS meta_cloud_media_deletions (
     "leaseUntil"       timestamptz(3),
     "error"            text
 );
+-- made by an earlier version of this file: metacloud_new_id() (002)
+ALTER TABLE meta_cloud_media_deletions
+    ALTER COLUMN "id" SET DEFAULT metacloud_new_id();
 
 CREATE OR REPLACE FUNCTION metacloud_media_deleted()
 RETURNS trigger

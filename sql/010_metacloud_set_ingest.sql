@@ -425,7 +425,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_raw_id   text := gen_random_uuid()::text;
+    v_raw_id   text := metacloud_new_id();
     v_sha      bytea := sha256(coalesce(raw, ''::bytea));
     v_outcome  text := coalesce(nullif(info ->> 'outcome', ''), 'ok');
     v_error    text := info ->> 'error';

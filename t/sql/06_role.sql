@@ -43,7 +43,10 @@ BEGIN
                                          'metacloud_backlog()',
                                          'metacloud_organizations(jsonb)',
                                          'metacloud_media_cleanup_claim(integer,interval)',
-                                         'metacloud_media_cleanup_done(text[],integer[],text[],interval)'),
+                                         'metacloud_media_cleanup_done(text[],integer[],text[],interval)',
+                                         -- the tables' id default, as
+                                         -- gen_random_uuid() was: PUBLIC
+                                         'metacloud_new_id()'),
                            'EXECUTE on ' || r.f);
     END LOOP;
 
