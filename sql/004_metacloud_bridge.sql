@@ -644,7 +644,12 @@ DECLARE
     v_status text := 'PENDING';
     -- only a customer's new message opens a ticket
     v_open   boolean := v_in AND j ->> 'source' = 'webhook';
-    l        record;
+    v_here   boolean;
+    v_early  boolean;
+    l_phone  text;
+    l_uid    text;
+    l_name   text;
+    l_user   text;
     cv       record;
     c        meta_cloud_messages;
     v_never  boolean := false;      -- metacloud_hooks_default() of 003
@@ -708,9 +713,28 @@ BEGIN
                 'lead|' || p_org || '|p|' || v_phone, 0)),
             pg_advisory_xact_lock(hashtextextended(
                 'lead|' || p_org || '|u|' || v_uid, 0));
-    PERFORM FROM meta_cloud_messages x
-     WHERE x."phoneNumberId" = p_phone AND x."wamid" = v_wamid;
-    IF FOUND THEN
+    -- In one statement, after the locks (its snapshot sees what the
+    -- holders committed): is the row here already, did a change of it
+    -- come first, and the person's lead (metacloud_bridge_default_lead()).
+    SELECT EXISTS (SELECT FROM meta_cloud_messages x
+                    WHERE x."phoneNumberId" = p_phone
+                      AND x."wamid" = v_wamid),
+           EXISTS (SELECT FROM meta_cloud_messages x
+                    WHERE x."phoneNumberId" = p_phone
+                      AND coalesce(x."reactionMessageId",
+                                   x."originalMessageId") = v_wamid
+                      AND x."type" IN ('REACTION', 'EDIT', 'REVOKE')),
+           l."id", l."phone", l."userId", l."name", l."username"
+      INTO v_here, v_early, lead_id, l_phone, l_uid, l_name, l_user
+      FROM (SELECT) AS one
+      LEFT JOIN LATERAL (
+           SELECT x."id", x."phone", x."userId", x."name", x."username"
+             FROM "Lead" x
+            WHERE x."organizationId" = p_org
+              AND (x."phone" = v_phone OR x."userId" = v_uid)
+            ORDER BY x."createdAt", x."id" LIMIT 1) AS l ON true;
+    IF v_here THEN
+        lead_id := NULL;
         RETURN;
     END IF;
     handled := true;
@@ -727,14 +751,7 @@ BEGIN
     END IF;
     message_id := metacloud_new_id();
 
-    -- Lead: metacloud_bridge_default_lead()
-    SELECT x."id", x."phone", x."userId", x."name", x."username" INTO l
-      FROM "Lead" x
-     WHERE x."organizationId" = p_org
-       AND (x."phone" = v_phone OR x."userId" = v_uid)
-     ORDER BY x."createdAt", x."id" LIMIT 1;
-
-    IF NOT FOUND THEN
+    IF lead_id IS NULL THEN
         -- a new person: nobody else can see the lead before the commit,
         -- so no conversation or ticket to look for, and no lock for them;
         -- lead, conversation and ticket in one statement (the foreign keys
@@ -759,11 +776,10 @@ BEGIN
         SELECT ticket_id, p_org, conversation_id, 'open', now()
          WHERE ticket_id IS NOT NULL;
     ELSE
-        lead_id := l."id";
-        IF (l."phone" IS NULL AND v_phone IS NOT NULL)
-           OR (l."userId" IS NULL AND v_uid IS NOT NULL)
-           OR (v_name IS NOT NULL AND v_name IS DISTINCT FROM l."name")
-           OR (v_user IS NOT NULL AND v_user IS DISTINCT FROM l."username")
+        IF (l_phone IS NULL AND v_phone IS NOT NULL)
+           OR (l_uid IS NULL AND v_uid IS NOT NULL)
+           OR (v_name IS NOT NULL AND v_name IS DISTINCT FROM l_name)
+           OR (v_user IS NOT NULL AND v_user IS DISTINCT FROM l_user)
         THEN
             UPDATE "Lead"
                SET "phone" = coalesce("phone", v_phone),
@@ -824,6 +840,10 @@ BEGIN
     VALUES (message_id, p_org, conversation_id, ticket_id, lead_id,
             j ->> 'direction', j ->> 'rawType', j ->> 'text', v_status,
             v_at, now());
+
+    IF NOT v_early THEN
+        RETURN;
+    END IF;
 
     -- changes that came before their target, in their order
     FOR c IN
