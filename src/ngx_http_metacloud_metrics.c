@@ -32,7 +32,7 @@
 #define NGX_HTTP_METACLOUD_WAMIDS_MAX       10
 #define NGX_HTTP_METACLOUD_BUCKETS          13     /* and +Inf */
 #define NGX_HTTP_METACLOUD_SLOTS            256    /* workers, old and new */
-#define NGX_HTTP_METACLOUD_METRICS_MAGIC    0x4d434d31  /* "MCM1" */
+#define NGX_HTTP_METACLOUD_METRICS_MAGIC    0x4d434d32  /* "MCM2" */
 
 
 #define NGX_HTTP_METACLOUD_COUNT(c)         + 1
@@ -81,6 +81,9 @@ typedef struct {
     ngx_http_metacloud_hist_t           db_duration;
     ngx_atomic_t                        db_errors
                                             [NGX_HTTP_METACLOUD_NDB_ERRORS];
+    ngx_atomic_t                        db_groups;
+    ngx_atomic_t                        db_grouped;    /* their queries */
+    ngx_atomic_t                        db_groups_failed;
 
     ngx_atomic_t                        media
                                             [NGX_HTTP_METACLOUD_NMEDIA_RESULTS];
@@ -327,6 +330,28 @@ ngx_http_metacloud_metrics_db_error(ngx_http_metacloud_db_error_e reason)
     {
         (void) ngx_atomic_fetch_add(
                    &ngx_http_metacloud_metrics_sh->db_errors[reason], 1);
+    }
+}
+
+
+void
+ngx_http_metacloud_metrics_db_group(ngx_uint_t n)
+{
+    if (ngx_http_metacloud_metrics_sh) {
+        (void) ngx_atomic_fetch_add(&ngx_http_metacloud_metrics_sh->db_groups,
+                                    1);
+        (void) ngx_atomic_fetch_add(&ngx_http_metacloud_metrics_sh->db_grouped,
+                                    n);
+    }
+}
+
+
+void
+ngx_http_metacloud_metrics_db_group_failed(void)
+{
+    if (ngx_http_metacloud_metrics_sh) {
+        (void) ngx_atomic_fetch_add(
+                   &ngx_http_metacloud_metrics_sh->db_groups_failed, 1);
     }
 }
 
@@ -804,6 +829,9 @@ typedef struct {
     ngx_http_metacloud_hist_snap_t   db_duration;
     ngx_http_metacloud_hist_snap_t   media_duration;
     ngx_uint_t                       db_errors[NGX_HTTP_METACLOUD_NDB_ERRORS];
+    ngx_uint_t                       db_groups;
+    ngx_uint_t                       db_grouped;
+    ngx_uint_t                       db_groups_failed;
     ngx_uint_t                       media[NGX_HTTP_METACLOUD_NMEDIA_RESULTS];
     ngx_uint_t                       media_bytes;
     ngx_int_t                        media_in_flight;
@@ -872,6 +900,10 @@ ngx_http_metacloud_metrics_snap(ngx_http_metacloud_metrics_sh_t *sh,
     for (i = 0; i < NGX_HTTP_METACLOUD_NDB_ERRORS; i++) {
         s->db_errors[i] = sh->db_errors[i];
     }
+
+    s->db_groups = sh->db_groups;
+    s->db_grouped = sh->db_grouped;
+    s->db_groups_failed = sh->db_groups_failed;
 
     for (i = 0; i < NGX_HTTP_METACLOUD_NMEDIA_RESULTS; i++) {
         s->media[i] = sh->media[i];
@@ -1033,6 +1065,25 @@ ngx_http_metacloud_prometheus(u_char *p, u_char *last,
                          s->db_errors[i]);
     }
 
+    p = ngx_http_metacloud_prom_head(p, last, "metacloud_db_groups_total",
+            "counter", "Calls that sent several queries in one transaction "
+            "(metacloud_db_group).");
+    p = ngx_slprintf(p, last, "metacloud_db_groups_total %ui\n",
+                     s->db_groups);
+
+    p = ngx_http_metacloud_prom_head(p, last,
+            "metacloud_db_grouped_queries_total", "counter",
+            "Queries sent in those calls.");
+    p = ngx_slprintf(p, last, "metacloud_db_grouped_queries_total %ui\n",
+                     s->db_grouped);
+
+    p = ngx_http_metacloud_prom_head(p, last,
+            "metacloud_db_groups_failed_total", "counter",
+            "Those calls that failed as a whole, their queries sent again "
+            "one by one.");
+    p = ngx_slprintf(p, last, "metacloud_db_groups_failed_total %ui\n",
+                     s->db_groups_failed);
+
     p = ngx_http_metacloud_prom_head(p, last,
             "metacloud_media_downloads_total", "counter",
             "Media downloads by result.");
@@ -1163,7 +1214,8 @@ ngx_http_metacloud_json(ngx_http_metacloud_snap_t *s)
     }
 
     return json_pack("{s:f, s:I, s:o, s:o, s:o, s:o,"
-                     " s:{s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:o},"
+                     " s:{s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:o,"
+                     " s:{s:I, s:I, s:I}},"
                      " s:{s:o, s:I, s:I, s:o}, s:o*}",
         "time", s->now,
         "started", (json_int_t) s->started,
@@ -1182,6 +1234,10 @@ ngx_http_metacloud_json(ngx_http_metacloud_snap_t *s)
             "errors", ngx_http_metacloud_json_counts(
                           ngx_http_metacloud_db_error_names, s->db_errors,
                           NGX_HTTP_METACLOUD_NDB_ERRORS),
+            "groups",
+                "sent", (json_int_t) s->db_groups,
+                "queries", (json_int_t) s->db_grouped,
+                "failed", (json_int_t) s->db_groups_failed,
         "media",
             "downloads", ngx_http_metacloud_json_counts(
                              ngx_http_metacloud_media_names, s->media,

@@ -133,6 +133,10 @@ void ngx_http_metacloud_metrics_ingest(ngx_http_request_t *r,
 /* the PostgreSQL layer: one failure of that kind */
 void ngx_http_metacloud_metrics_db_error(ngx_http_metacloud_db_error_e reason);
 
+/* group commit: n queries sent in one call; a call failed as a whole */
+void ngx_http_metacloud_metrics_db_group(ngx_uint_t n);
+void ngx_http_metacloud_metrics_db_group_failed(void);
+
 /* the media work: a download ended; in flight +1 / -1 */
 void ngx_http_metacloud_metrics_media(ngx_http_metacloud_media_result_e res,
     size_t bytes, ngx_msec_t duration);

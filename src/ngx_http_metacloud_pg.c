@@ -1270,6 +1270,8 @@ ngx_http_metacloud_pg_send_group(ngx_http_metacloud_pg_conn_t *pc)
         return;
     }
 
+    ngx_http_metacloud_metrics_db_group(pc->ngroup);
+
     /* the first is the oldest */
 
     ngx_add_timer(pc->c->read,
@@ -1350,6 +1352,8 @@ ngx_http_metacloud_pg_read(ngx_http_metacloud_pg_conn_t *pc)
         {
             if (!pc->failed && pc->ngroup) {
                 /* not the queries' own failure: each is sent again */
+                ngx_http_metacloud_metrics_db_group_failed();
+
                 ngx_log_error(NGX_LOG_WARN, pc->c->log, 0,
                               "metacloud: PostgreSQL: %s (a group of %ui, "
                               "sent again one by one)",

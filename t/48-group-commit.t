@@ -24,6 +24,9 @@
 #      second connection (two backends on the lock, none in the queue);
 #   5. metacloud_db_group 0 and 65 are refused by nginx -t.
 #
+# After each of 1 to 4, the status page's group counters (JSON and
+# Prometheus alike): groups sent, their queries, groups failed as a whole.
+#
 # Run: make test T=t/48-group-commit.t   (PROVE_FLAGS=-v for every check)
 #
 # mc-valgrind: this suite runs a second time under valgrind in `make test`
@@ -114,6 +117,22 @@ sub queue_waiting {
     my ($st, $h, $body) = $t->http_get("$STATUS?format=json");
     my $j = $st == 200 ? eval { $JSON->decode($body) } : undef;
     return $j ? $j->{db}{waiting} : -1;
+}
+
+# the group counters: [sent, queries, failed] from the status page's JSON,
+# and the same three from its Prometheus text
+sub groups {
+    my ($st, $h, $body) = $t->http_get("$STATUS?format=json");
+    my $j = $st == 200 ? eval { $JSON->decode($body) } : undef;
+    my $g = $j ? $j->{db}{groups} : {};
+    my @json = map { $g->{$_} // -1 } qw(sent queries failed);
+
+    ($st, $h, $body) = $t->http_get($STATUS);
+    my @prom = map { $body =~ /^metacloud_db_${_}_total (\d+)$/m ? $1 : -1 }
+               qw(groups grouped_queries groups_failed);
+
+    is_deeply(\@prom, \@json, 'the Prometheus counters are the JSON ones');
+    return \@json;
 }
 
 sub wait_for {
@@ -212,6 +231,8 @@ my @org = -f $org_log ? grep { /\S/ } split /\n/, MCTest::_read_file($org_log)
                       : ();
 is_deeply(\@org, [('org-test 200') x 6],
           'group: $metacloud_organization for every delivery of the group');
+is_deeply(groups(), [1, 5, 0],
+          'group: counted as one group of five (the first went alone)');
 
 # ======================================================================
 # 2. one delivery of the group fails on its own
@@ -253,6 +274,8 @@ for my $i (0, 1, 3) {
 is(scalar keys %tx, 1, 'one fails: the other two committed together');
 ok($t->_wait_log(qr/\[error\].*group test: this delivery fails/, 1, 10 * $tf),
    'one fails: its error logged');
+is_deeply(groups(), [2, 8, 0],
+          'one fails: a group of three, none failed as a whole');
 
 # ======================================================================
 # 3. the group fails as a whole, once: each goes again alone
@@ -302,6 +325,8 @@ is(scalar keys %tx, 3, 'whole group fails: then one transaction each')
 ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again one by one\)/,
                  1, 10 * $tf),
    'whole group fails: a warning names the group');
+is_deeply(groups(), [3, 11, 1],
+          'whole group fails: a group of three, failed; not its retries');
 
 # ======================================================================
 # 4. a big delivery goes alone
@@ -336,6 +361,7 @@ ok($t->_wait_log(qr/\[warn\].*group test: a deadlock.*\(a group of 3, sent again
                    WHERE "text" LIKE 'group big %'}), 11,
        'big: its 11 messages');
     is(messages_with_text('group four'), 1, 'big: the small one stored');
+    is_deeply(groups(), [3, 11, 1], 'big: no group');
 }
 
 # ======================================================================
