@@ -971,6 +971,13 @@ ngx_http_metacloud_request_shown(ngx_http_metacloud_snap_t *s, ngx_uint_t o,
                  "\n")
 
 
+/* a counter without labels: its head and its one sample */
+#define ngx_http_metacloud_prom_counter(p, last, name, help, value)           \
+    ngx_slprintf(ngx_http_metacloud_prom_head(p, last, name, "counter",       \
+                                              help),                          \
+                 last, name " %ui\n", value)
+
+
 static u_char *
 ngx_http_metacloud_prom_hist(u_char *p, u_char *last, char *name,
     ngx_http_metacloud_hist_snap_t *h)
@@ -1065,24 +1072,16 @@ ngx_http_metacloud_prometheus(u_char *p, u_char *last,
                          s->db_errors[i]);
     }
 
-    p = ngx_http_metacloud_prom_head(p, last, "metacloud_db_groups_total",
-            "counter", "Calls that sent several queries in one transaction "
-            "(metacloud_db_group).");
-    p = ngx_slprintf(p, last, "metacloud_db_groups_total %ui\n",
-                     s->db_groups);
-
-    p = ngx_http_metacloud_prom_head(p, last,
-            "metacloud_db_grouped_queries_total", "counter",
-            "Queries sent in those calls.");
-    p = ngx_slprintf(p, last, "metacloud_db_grouped_queries_total %ui\n",
-                     s->db_grouped);
-
-    p = ngx_http_metacloud_prom_head(p, last,
-            "metacloud_db_groups_failed_total", "counter",
+    p = ngx_http_metacloud_prom_counter(p, last, "metacloud_db_groups_total",
+            "Calls that sent several queries in one transaction "
+            "(metacloud_db_group).", s->db_groups);
+    p = ngx_http_metacloud_prom_counter(p, last,
+            "metacloud_db_grouped_queries_total",
+            "Queries sent in those calls.", s->db_grouped);
+    p = ngx_http_metacloud_prom_counter(p, last,
+            "metacloud_db_groups_failed_total",
             "Those calls that failed as a whole, their queries sent again "
-            "one by one.");
-    p = ngx_slprintf(p, last, "metacloud_db_groups_failed_total %ui\n",
-                     s->db_groups_failed);
+            "one by one.", s->db_groups_failed);
 
     p = ngx_http_metacloud_prom_head(p, last,
             "metacloud_media_downloads_total", "counter",
@@ -1101,10 +1100,8 @@ ngx_http_metacloud_prometheus(u_char *p, u_char *last,
                                 "metacloud_media_download_duration_seconds",
                                 &s->media_duration);
 
-    p = ngx_http_metacloud_prom_head(p, last, "metacloud_media_bytes_total",
-            "counter", "Bytes of media downloaded.");
-    p = ngx_slprintf(p, last, "metacloud_media_bytes_total %ui\n",
-                     s->media_bytes);
+    p = ngx_http_metacloud_prom_counter(p, last, "metacloud_media_bytes_total",
+            "Bytes of media downloaded.", s->media_bytes);
 
     p = ngx_http_metacloud_prom_head(p, last, "metacloud_media_in_flight",
             "gauge", "Media downloads running now.");
