@@ -66,6 +66,7 @@ struct ngx_http_metacloud_pg_s {
     ngx_uint_t                        ngrouped; /* conns busy, grouped:1 */
 
     ngx_event_t                       retry;    /* back-off after failure */
+    ngx_event_t                       redispatch; /* posted by a close */
     ngx_msec_t                        backoff;
     ngx_uint_t                        nopen;    /* connecting or better */
 
@@ -123,6 +124,7 @@ static ngx_uint_t ngx_http_metacloud_pg_alive(
 static void ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
     ngx_uint_t failed);
 static void ngx_http_metacloud_pg_retry(ngx_event_t *ev);
+static void ngx_http_metacloud_pg_redispatch(ngx_event_t *ev);
 static void ngx_http_metacloud_pg_fail_waiting(ngx_http_metacloud_pg_t *pg);
 static void ngx_http_metacloud_pg_wait_timeout(ngx_event_t *ev);
 static void ngx_http_metacloud_pg_complete(ngx_http_metacloud_pg_query_t *q,
@@ -407,6 +409,10 @@ ngx_http_metacloud_pg_init_worker(ngx_cycle_t *cycle,
     pg->retry.log = cycle->log;
     pg->retry.cancelable = 1;
 
+    pg->redispatch.handler = ngx_http_metacloud_pg_redispatch;
+    pg->redispatch.data = pg;
+    pg->redispatch.log = cycle->log;
+
     pgcf->pg = pg;
 
     return NGX_OK;
@@ -427,6 +433,10 @@ ngx_http_metacloud_pg_exit_worker(ngx_http_metacloud_pg_conf_t *pgcf)
 
     if (pg->retry.timer_set) {
         ngx_del_timer(&pg->retry);
+    }
+
+    if (pg->redispatch.posted) {
+        ngx_delete_posted_event(&pg->redispatch);
     }
 
     ngx_http_metacloud_pg_fail_waiting(pg);
@@ -1915,7 +1925,25 @@ ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
 
     if (pg->nopen == 0) {
         ngx_http_metacloud_pg_fail_waiting(pg);
+        return;
     }
+
+    /*
+     * queries that waited for this connection's group go to an idle one
+     * now, not when the retry timer fires; posted, since the caller may
+     * be walking the idle list (ngx_http_metacloud_pg_idle_get())
+     */
+
+    if (!ngx_queue_empty(&pg->waiting) && !pg->redispatch.posted) {
+        ngx_post_event(&pg->redispatch, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_metacloud_pg_redispatch(ngx_event_t *ev)
+{
+    ngx_http_metacloud_pg_dispatch(ev->data);
 }
 
 

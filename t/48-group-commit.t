@@ -22,7 +22,11 @@
 #   4. a delivery of more than 10 events goes alone and nobody waits for
 #      it: behind such a delivery held on the lock, a small one takes the
 #      second connection (two backends on the lock, none in the queue);
-#   5. metacloud_db_group 0 and 65 are refused by nginx -t.
+#   5. the connection of a group is lost (pg_terminate_backend) while two
+#      deliveries wait in the queue for it: its delivery gets 503, the two
+#      go on to the idle connection at once (no new connection opened by
+#      the retry timer), and are stored;
+#   6. metacloud_db_group 0 and 65 are refused by nginx -t.
 #
 # After each of 1 to 4, the status page's group counters (JSON and
 # Prometheus alike): groups sent, their queries, groups failed as a whole.
@@ -365,7 +369,62 @@ is_deeply(groups(), [3, 11, 1],
 }
 
 # ======================================================================
-# 5. bounds
+# 5. the connection of a group lost while more wait for it: they go to the
+# other connection at once, not when the pool's retry timer fires (which
+# would open a new connection for them)
+
+sub module_backends {
+    return $t->sql(q{SELECT pid, wait_event_type = 'Lock' FROM pg_stat_activity
+        WHERE usename = 'metacloud_module'
+          AND datname = current_database() ORDER BY pid});
+}
+
+{
+    is(scalar @{ module_backends() }, 2,
+       'lost: both connections open (section 4 used two at once)');
+
+    my @bodies = map { text_body("group lost $_") } 0 .. 2;
+
+    $b->hold('lost', 'meta_cloud_webhook_requests');
+
+    my @socks = ($t->post_signed($URI, $bodies[0], nowait => 1, timeout => 60));
+    wait_for(\&module_backends_on_lock, 1, 'lost: the first on the lock');
+    push @socks, map { $t->post_signed($URI, $_, nowait => 1, timeout => 60) }
+                 @bodies[1, 2];
+    wait_for(\&queue_waiting, 2, 'lost: two wait in the queue for it');
+
+    my ($held) = map { $_->[0] } grep { $_->[1] eq 't' } @{ module_backends() };
+    my ($other) = map { $_->[0] } grep { $_->[1] ne 't' } @{ module_backends() };
+    ok($held && $other, "lost: the held backend ($held) and the idle one "
+                        . "($other)");
+    is($t->sql1(q{SELECT pg_terminate_backend(:'v1')}, $held), 't',
+       'lost: the held backend terminated');
+
+    my ($st) = $t->response(shift @socks);
+    is($st, 503, 'lost: its delivery 503');
+
+    wait_for(\&module_backends_on_lock, 1,
+             'lost: the two waiting went on to PostgreSQL');
+    is(queue_waiting(), 0, 'lost: nothing left in the queue');
+    sleep 0.5 * $tf;   # past the first retry (100 ms), had it been needed
+    is_deeply(module_backends(), [[$other, 't']],
+              'lost: on the idle connection, no new one opened');
+
+    $b->release('lost');
+
+    my @a = map { my ($s) = $t->response($_); $s } @socks;
+    is_deeply(\@a, [200, 200], 'lost: both 200');
+    is($t->sql1(q{SELECT count(*) FROM meta_cloud_messages
+                   WHERE "text" IN ('group lost 1', 'group lost 2')}), 2,
+       'lost: both stored');
+    is(messages_with_text('group lost 0'), 0,
+       'lost: nothing of the lost delivery (Meta retries it)');
+    ok($t->_wait_log(qr/\[error\].*terminating connection due to administrator command/,
+                     1, 10 * $tf), 'lost: the loss logged');
+}
+
+# ======================================================================
+# 6. bounds
 
 for my $v (0, 65) {
     my ($rc, $out) = $t->nginx_t("metacloud_db_group $v;\n");
