@@ -1084,8 +1084,9 @@ ngx_http_metacloud_pg_send(ngx_http_metacloud_pg_conn_t *pc,
     stmt = q->stmt;
 
     /* a group's query sent alone: the next ones wait for it all the same */
-    ngx_http_metacloud_pg_busy(pc, pc->pg->conf->group > 1 && stmt->group
-                                   && !q->alone);
+    ngx_http_metacloud_pg_busy(pc, q->solo
+                                   || ngx_http_metacloud_pg_groupable(pc->pg,
+                                                                      q));
     pc->query = q;
     q->conn = pc;
 
@@ -1934,7 +1935,7 @@ ngx_http_metacloud_pg_close(ngx_http_metacloud_pg_conn_t *pc,
      * be walking the idle list (ngx_http_metacloud_pg_idle_get())
      */
 
-    if (!ngx_queue_empty(&pg->waiting) && !pg->redispatch.posted) {
+    if (!ngx_queue_empty(&pg->waiting)) {
         ngx_post_event(&pg->redispatch, &ngx_posted_events);
     }
 }
