@@ -673,7 +673,6 @@ DECLARE
     -- only a customer's new message opens a ticket
     v_open   boolean := v_in AND j ->> 'source' = 'webhook';
     v_here   boolean;
-    v_early  boolean;
     l_phone  text;
     l_uid    text;
     l_name   text;
@@ -742,18 +741,13 @@ BEGIN
             pg_advisory_xact_lock(hashtextextended(
                 'lead|' || p_org || '|u|' || v_uid, 0));
     -- In one statement, after the locks (its snapshot sees what the
-    -- holders committed): is the row here already, did a change of it
-    -- come first, and the person's lead (metacloud_bridge_default_lead()).
+    -- holders committed): is the row here already, and the person's lead
+    -- (metacloud_bridge_default_lead()).
     SELECT EXISTS (SELECT FROM meta_cloud_messages x
                     WHERE x."phoneNumberId" = p_phone
                       AND x."wamid" = v_wamid),
-           EXISTS (SELECT FROM meta_cloud_messages x
-                    WHERE x."phoneNumberId" = p_phone
-                      AND coalesce(x."reactionMessageId",
-                                   x."originalMessageId") = v_wamid
-                      AND x."type" IN ('REACTION', 'EDIT', 'REVOKE')),
            l."id", l."phone", l."userId", l."name", l."username"
-      INTO v_here, v_early, lead_id, l_phone, l_uid, l_name, l_user
+      INTO v_here, lead_id, l_phone, l_uid, l_name, l_user
       FROM (SELECT) AS one
       LEFT JOIN LATERAL (
            SELECT x."id", x."phone", x."userId", x."name", x."username"
@@ -866,10 +860,6 @@ BEGIN
     VALUES (message_id, p_org, conversation_id, ticket_id, lead_id,
             j ->> 'direction', j ->> 'rawType', j ->> 'text', v_status,
             v_at, now());
-
-    IF NOT v_early THEN
-        RETURN;
-    END IF;
 
     -- changes that came before their target, in their order
     FOR c IN
