@@ -110,11 +110,15 @@ sub text_body {
                     });
 }
 
-sub module_backends_on_lock {
-    return $t->sql1(q{SELECT count(DISTINCT pid) FROM pg_stat_activity
+# the module's backends: [pid, 't' when it waits on a lock], by pid
+sub module_backends {
+    return $t->sql(q{SELECT pid, wait_event_type = 'Lock' FROM pg_stat_activity
         WHERE usename = 'metacloud_module'
-          AND datname = current_database()
-          AND wait_event_type = 'Lock'});
+          AND datname = current_database() ORDER BY pid});
+}
+
+sub module_backends_on_lock {
+    return scalar grep { $_->[1] eq 't' } @{ module_backends() };
 }
 
 sub queue_waiting {
@@ -372,12 +376,6 @@ is_deeply(groups(), [3, 11, 1],
 # 5. the connection of a group lost while more wait for it: they go to the
 # other connection at once, not when the pool's retry timer fires (which
 # would open a new connection for them)
-
-sub module_backends {
-    return $t->sql(q{SELECT pid, wait_event_type = 'Lock' FROM pg_stat_activity
-        WHERE usename = 'metacloud_module'
-          AND datname = current_database() ORDER BY pid});
-}
 
 {
     is(scalar @{ module_backends() }, 2,
