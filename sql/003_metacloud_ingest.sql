@@ -349,6 +349,118 @@ END
 $$;
 
 
+-- metacloud_message_rows() ----------------------------------------------
+-- The meta_cloud_messages rows of message events, one per element of the
+-- arrays (side by side) whose event id is not NULL:
+-- metacloud_process_event() writes one, a batch of metacloud_ingest_group()
+-- (011) all of its own in one statement.  Returns
+-- each row's id and wamid, and whether it is new.  Two elements must not
+-- share a (number, wamid): ON CONFLICT cannot update a row twice in one
+-- statement.
+-- The sub-object's keys are the column names (docs/EVENTS.md): one
+-- jsonb_populate_record() reads them all; every column the event must
+-- not choose is set here, the rest stay NULL (leadId, conversationId,
+-- ticketId, messageId, lastStatusUpdate).  One statement for all four
+-- types: on a conflict,
+--   history_media: the media of an earlier history placeholder is
+--     attached to the placeholder's row (history chunks arrive in any
+--     order: the row is created when the media came first);
+--   the others: message events of one (scope, wamid) share their key,
+--     so a row already here was made by a history_media event that came
+--     first: keep its type and media, add what only the placeholder
+--     knows.
+-- p_hm: the events are history_media (see above); one value for the call.
+-- Only called from the functions of 003 and 011: no search_path of its
+-- own.
+
+CREATE OR REPLACE FUNCTION metacloud_message_rows(p_hm boolean,
+    p_orgs text[], p_event_ids text[], p_phones text[], p_media text[],
+    p_evs jsonb[], p_leads text[], p_convs text[], p_tickets text[],
+    p_msgs text[])
+RETURNS TABLE (r_id text, r_wamid text, r_new boolean)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH ins AS (
+        INSERT INTO meta_cloud_messages AS t
+               ("id", "wamid", "organizationId", "webhookEventId",
+                "phoneNumberId", "direction", "from", "to", "type", "text",
+                "contactName", "contactWaId", "contextMessageId", "isForwarded",
+                "forwardedCount", "mediaId", "locationLatitude",
+                "locationLongitude", "locationName", "locationAddress",
+                "interactiveType", "buttonPayload", "buttonText", "listId",
+                "listTitle", "listDescription", "reactionEmoji",
+                "reactionMessageId", "rawMessageData", "timestamp", "sentAt",
+                "currentStatus", "createdAt", "updatedAt", "source",
+                "fromUserId", "fromParentUserId", "toUserId", "groupId",
+                "rawType", "unsupportedType", "contactUserId", "contactUsername",
+                "contextFrom", "isFrequentlyForwarded",
+                "referredProductCatalogId", "referredProductRetailerId",
+                "locationUrl", "originalMessageId", "errorCode", "errorTitle",
+                "referral", "historyStatus", "leadId", "conversationId",
+                "ticketId", "messageId")
+        SELECT metacloud_new_id(), j."wamid", d.org, d.event_id,
+               d.phone, j."direction", j."from", j."to", j."type", j."text",
+               j."contactName", j."contactWaId", j."contextMessageId",
+               coalesce(j."isForwarded", false),
+               coalesce(j."forwardedCount", 0), d.media,
+               j."locationLatitude", j."locationLongitude", j."locationName",
+               j."locationAddress", j."interactiveType", j."buttonPayload",
+               j."buttonText", j."listId", j."listTitle", j."listDescription",
+               j."reactionEmoji", j."reactionMessageId", d.ev -> 'payload',
+               j."timestamp",
+               coalesce(to_timestamp((d.ev -> 'message' ->> 'timestamp')::bigint),
+                        now()),
+               'PENDING', now(), now(), j."source",
+               j."fromUserId", j."fromParentUserId", j."toUserId", j."groupId",
+               j."rawType", j."unsupportedType", j."contactUserId",
+               j."contactUsername", j."contextFrom",
+               coalesce(j."isFrequentlyForwarded", false),
+               j."referredProductCatalogId", j."referredProductRetailerId",
+               j."locationUrl", j."originalMessageId", j."errorCode",
+               j."errorTitle", j."referral", j."historyStatus", d.lead, d.conv,
+               d.ticket, d.msg
+          FROM unnest(p_orgs, p_event_ids, p_phones, p_media, p_evs, p_leads,
+                      p_convs, p_tickets, p_msgs)
+               AS d(org, event_id, phone, media, ev, lead, conv, ticket, msg),
+               jsonb_populate_record(NULL::meta_cloud_messages,
+                                     d.ev -> 'message') AS j
+         WHERE d.event_id IS NOT NULL
+        ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
+           SET "mediaId" = CASE WHEN p_hm
+                                THEN coalesce(excluded."mediaId", t."mediaId")
+                                ELSE t."mediaId" END,
+               "type" = CASE WHEN p_hm AND t."type" = 'MEDIA_PLACEHOLDER'
+                             THEN excluded."type" ELSE t."type" END,
+               "rawType" = CASE WHEN p_hm AND t."type" = 'MEDIA_PLACEHOLDER'
+                                THEN excluded."rawType" ELSE t."rawType" END,
+               "text" = CASE WHEN p_hm THEN coalesce(t."text", excluded."text")
+                             ELSE t."text" END,
+               "historyStatus" = CASE WHEN p_hm THEN t."historyStatus"
+                   ELSE coalesce(t."historyStatus", excluded."historyStatus") END,
+               "contactName" = CASE WHEN p_hm THEN t."contactName"
+                   ELSE coalesce(t."contactName", excluded."contactName") END,
+               "contactWaId" = CASE WHEN p_hm THEN t."contactWaId"
+                   ELSE coalesce(t."contactWaId", excluded."contactWaId") END,
+               "contactUserId" = CASE WHEN p_hm THEN t."contactUserId"
+                   ELSE coalesce(t."contactUserId", excluded."contactUserId") END,
+               "contactUsername" = CASE WHEN p_hm THEN t."contactUsername"
+                   ELSE coalesce(t."contactUsername", excluded."contactUsername") END,
+               "fromUserId" = CASE WHEN p_hm THEN t."fromUserId"
+                   ELSE coalesce(t."fromUserId", excluded."fromUserId") END,
+               "toUserId" = CASE WHEN p_hm THEN t."toUserId"
+                   ELSE coalesce(t."toUserId", excluded."toUserId") END,
+               "from" = coalesce(t."from", excluded."from"),
+               "to" = coalesce(t."to", excluded."to"),
+               "updatedAt" = now()
+        RETURNING t."id", t."wamid", t."xmax" = 0
+    )
+    SELECT * FROM ins;
+END
+$$;
+
+
 -- metacloud_process_event() ----------------------------------------------
 -- Processes one stored event of a routed number: fills meta_cloud_media,
 -- meta_cloud_messages, meta_cloud_message_statuses.  The caller runs it in
@@ -430,84 +542,12 @@ BEGIN
     -- the default hooks: 004); else metacloud_on_message() below.
     b := metacloud_bridge_prepare(p_org, v_phone, p_ev);
 
-    -- The sub-object's keys are the column names (docs/EVENTS.md): one
-    -- jsonb_populate_record() reads them all; every column the event must
-    -- not choose is set here, the rest stay NULL (leadId, conversationId,
-    -- ticketId, messageId, lastStatusUpdate).  One statement for all four
-    -- types: on a conflict,
-    --   history_media: the media of an earlier history placeholder is
-    --     attached to the placeholder's row (history chunks arrive in any
-    --     order: the row is created when the media came first);
-    --   the others: message events of one (scope, wamid) share their key,
-    --     so a row already here was made by a history_media event that came
-    --     first: keep its type and media, add what only the placeholder
-    --     knows.
-    INSERT INTO meta_cloud_messages AS t
-           ("id", "wamid", "organizationId", "webhookEventId",
-            "phoneNumberId", "direction", "from", "to", "type", "text",
-            "contactName", "contactWaId", "contextMessageId", "isForwarded",
-            "forwardedCount", "mediaId", "locationLatitude",
-            "locationLongitude", "locationName", "locationAddress",
-            "interactiveType", "buttonPayload", "buttonText", "listId",
-            "listTitle", "listDescription", "reactionEmoji",
-            "reactionMessageId", "rawMessageData", "timestamp", "sentAt",
-            "currentStatus", "createdAt", "updatedAt", "source",
-            "fromUserId", "fromParentUserId", "toUserId", "groupId",
-            "rawType", "unsupportedType", "contactUserId", "contactUsername",
-            "contextFrom", "isFrequentlyForwarded",
-            "referredProductCatalogId", "referredProductRetailerId",
-            "locationUrl", "originalMessageId", "errorCode", "errorTitle",
-            "referral", "historyStatus", "leadId", "conversationId",
-            "ticketId", "messageId")
-    SELECT metacloud_new_id(), j."wamid", p_org, p_event_id,
-           v_phone, j."direction", j."from", j."to", j."type", j."text",
-           j."contactName", j."contactWaId", j."contextMessageId",
-           coalesce(j."isForwarded", false),
-           coalesce(j."forwardedCount", 0), v_media_pk,
-           j."locationLatitude", j."locationLongitude", j."locationName",
-           j."locationAddress", j."interactiveType", j."buttonPayload",
-           j."buttonText", j."listId", j."listTitle", j."listDescription",
-           j."reactionEmoji", j."reactionMessageId", p_ev -> 'payload',
-           j."timestamp",
-           coalesce(to_timestamp((m ->> 'timestamp')::bigint), now()),
-           'PENDING', now(), now(), j."source",
-           j."fromUserId", j."fromParentUserId", j."toUserId", j."groupId",
-           j."rawType", j."unsupportedType", j."contactUserId",
-           j."contactUsername", j."contextFrom",
-           coalesce(j."isFrequentlyForwarded", false),
-           j."referredProductCatalogId", j."referredProductRetailerId",
-           j."locationUrl", j."originalMessageId", j."errorCode",
-           j."errorTitle", j."referral", j."historyStatus", b.lead_id,
-           b.conversation_id, b.ticket_id, b.message_id
-      FROM jsonb_populate_record(NULL::meta_cloud_messages, m) AS j
-    ON CONFLICT ("phoneNumberId", "wamid") DO UPDATE
-       SET "mediaId" = CASE WHEN v_hm
-                            THEN coalesce(excluded."mediaId", t."mediaId")
-                            ELSE t."mediaId" END,
-           "type" = CASE WHEN v_hm AND t."type" = 'MEDIA_PLACEHOLDER'
-                         THEN excluded."type" ELSE t."type" END,
-           "rawType" = CASE WHEN v_hm AND t."type" = 'MEDIA_PLACEHOLDER'
-                            THEN excluded."rawType" ELSE t."rawType" END,
-           "text" = CASE WHEN v_hm THEN coalesce(t."text", excluded."text")
-                         ELSE t."text" END,
-           "historyStatus" = CASE WHEN v_hm THEN t."historyStatus"
-               ELSE coalesce(t."historyStatus", excluded."historyStatus") END,
-           "contactName" = CASE WHEN v_hm THEN t."contactName"
-               ELSE coalesce(t."contactName", excluded."contactName") END,
-           "contactWaId" = CASE WHEN v_hm THEN t."contactWaId"
-               ELSE coalesce(t."contactWaId", excluded."contactWaId") END,
-           "contactUserId" = CASE WHEN v_hm THEN t."contactUserId"
-               ELSE coalesce(t."contactUserId", excluded."contactUserId") END,
-           "contactUsername" = CASE WHEN v_hm THEN t."contactUsername"
-               ELSE coalesce(t."contactUsername", excluded."contactUsername") END,
-           "fromUserId" = CASE WHEN v_hm THEN t."fromUserId"
-               ELSE coalesce(t."fromUserId", excluded."fromUserId") END,
-           "toUserId" = CASE WHEN v_hm THEN t."toUserId"
-               ELSE coalesce(t."toUserId", excluded."toUserId") END,
-           "from" = coalesce(t."from", excluded."from"),
-           "to" = coalesce(t."to", excluded."to"),
-           "updatedAt" = now()
-    RETURNING t."id", t."xmax" = 0 INTO v_msg_id, v_new;
+    -- the row (metacloud_message_rows(), above)
+    SELECT r.r_id, r.r_new INTO v_msg_id, v_new
+      FROM metacloud_message_rows(v_hm, ARRAY[p_org], ARRAY[p_event_id],
+               ARRAY[v_phone], ARRAY[v_media_pk], ARRAY[p_ev],
+               ARRAY[b.lead_id], ARRAY[b.conversation_id],
+               ARRAY[b.ticket_id], ARRAY[b.message_id]) AS r;
 
     -- a new row inside metacloud_ingest(), which bypasses the trigger
     -- below (its PL/pgSQL call per row cost more than the work): its
@@ -735,6 +775,9 @@ REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_statuses(text[], text[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_hooks_default(text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_message_rows(boolean, text[], text[], text[],
+                                              text[], jsonb[], text[], text[],
+                                              text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_guarded(text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending_statuses() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_pending(text, text, text) FROM PUBLIC;
