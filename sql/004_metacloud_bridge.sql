@@ -641,18 +641,341 @@ BEGIN
 END
 $$;
 
+-- metacloud_bridge_fast() ------------------------------------------------
+-- Whether the fast path below may run: the tables have the optional
+-- columns, and every hook a new message goes through is still the one 004
+-- made (metacloud_hooks_default(), 003: read when the expression below is
+-- planned, the cached plan depending on the hooks it names).
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_fast()
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_never  boolean := false;      -- metacloud_hooks_default() of 003
+BEGIN
+    RETURN metacloud_bridge_has('Lead')
+           AND metacloud_bridge_has('Conversation')
+           AND metacloud_bridge_has('Message')
+           AND ((v_never
+                 AND metacloud_on_message(NULL::text) IS NULL
+                 AND metacloud_bridge_lead(NULL::text, NULL::text,
+                                           NULL::text, NULL::text,
+                                           NULL::text) IS NULL
+                 AND metacloud_bridge_conversation(NULL::text, NULL::text,
+                         NULL::text, NULL::timestamptz, NULL::boolean)
+                     IS NULL
+                 AND metacloud_bridge_ticket(NULL::text, NULL::text,
+                                             NULL::boolean) IS NULL
+                 AND metacloud_bridge_message(NULL::meta_cloud_messages,
+                         NULL::text, NULL::text, NULL::text) IS NULL
+                 AND metacloud_bridge_change(NULL::meta_cloud_messages,
+                                             NULL::text) IS NULL)
+                OR metacloud_hooks_default(
+                       ARRAY['metacloud_on_message', 'metacloud_bridge_lead',
+                             'metacloud_bridge_conversation',
+                             'metacloud_bridge_ticket',
+                             'metacloud_bridge_message',
+                             'metacloud_bridge_change'],
+                       ARRAY['SELECT metacloud_bridge_default_on_message($1)',
+                             'SELECT metacloud_bridge_default_lead'
+                             '($1, $2, $3, $4, $5)',
+                             'SELECT metacloud_bridge_default_conversation'
+                             '($1, $2, $3, $4, $5)',
+                             'SELECT metacloud_bridge_default_ticket'
+                             '($1, $2, $3)',
+                             'SELECT metacloud_bridge_default_message'
+                             '($1, $2, $3, $4)',
+                             'SELECT metacloud_bridge_default_change'
+                             '($1, $2)']));
+END
+$$;
+
 -- The fast path ----------------------------------------------------------
--- metacloud_process_event() (003) calls this before it inserts a message
--- row: for a new row while the hooks a message runs through are still the
+-- metacloud_process_event() (003) calls metacloud_bridge_prepare() before
+-- it inserts a message row, and a batch of metacloud_ingest_group() (011)
+-- calls metacloud_bridge_prepare_set() for all of its messages at once:
+-- for a new row while the hooks a message runs through are still the
 -- defaults, it does what metacloud_bridge_default_on_message() would do
--- after the insert, in one function, and returns the links, which go into
--- the row's INSERT: no read back, no UPDATE of meta_cloud_messages (which
--- cannot be HOT: the link columns are indexed).  A brand-new lead has no
+-- after the insert, and returns the links, which go into the row's
+-- INSERT: no read back, no UPDATE of meta_cloud_messages (which cannot be
+-- HOT: the link columns are indexed).  A brand-new lead has no
 -- conversation, a brand-new conversation no ticket: no lookup for them.
 -- handled false (a hook replaced, an optional column missing, a row that
 -- exists, a reaction, edit, revoke or system message): the caller runs
 -- metacloud_on_message() after the insert, the per-step path.  The hooks
 -- are checked on every call, so a platform's replacement counts at once.
+--
+-- The set form takes message events (p_evs) of their numbers (p_numbers)
+-- and organisations (p_orgs) side by side, and returns a row for each, in
+-- their order (an element without organisation: handled false, nothing
+-- done).  Its statements serve every element at once: the locks in
+-- the order of the elements (the caller's order of people), then one
+-- lookup, then the writes as one statement (the foreign keys are checked
+-- at its end).  Two elements of one person, or two that find one lead,
+-- would race each other inside the statements: that raises, and a batch
+-- then writes its deliveries one by one (011).  Two forms of one rule,
+-- because for a single message the set form's statements cost more than
+-- the rows (pgbench, one text message a call: 2,086-2,115 us of backend
+-- CPU a delivery against 1,507-1,672 with the single form); a message
+-- outside a batch (alone, or one of a delivery's several events) takes
+-- the single form.
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_prepare_set(p_orgs text[],
+    p_numbers text[], p_evs jsonb[])
+RETURNS TABLE (handled boolean, lead_id text, conversation_id text,
+               ticket_id text, message_id text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    a_ok      boolean[];    -- a type the fast path takes
+    a_wamid   text[];
+    a_phone   text[];       -- the person
+    a_uid     text[];
+    a_at      timestamptz[];
+    a_in      boolean[];
+    a_open    boolean[];    -- may open a ticket
+    a_done    boolean[];    -- handled
+    a_new     boolean[];    -- a new lead
+    a_old     boolean[];    -- a lead found
+    a_lead    text[];
+    a_conv    text[];
+    a_ticket  text[];
+    a_msg     text[];
+    a_cnew    boolean[];    -- a conversation to insert
+    a_cupd    boolean[];    -- a conversation to move forward
+    a_tnew    boolean[];    -- a ticket to insert
+    n_old     int;
+    r         record;
+BEGIN
+    IF NOT metacloud_bridge_fast() THEN
+        RETURN QUERY SELECT false, NULL::text, NULL::text, NULL::text,
+                            NULL::text
+                       FROM unnest(p_evs);
+        RETURN;
+    END IF;
+
+    -- the person, as metacloud_bridge_default_on_message() finds it
+    SELECT array_agg(x.ok ORDER BY d.k), array_agg(j ->> 'wamid' ORDER BY d.k),
+           array_agg(CASE WHEN x.ok THEN x.phone END ORDER BY d.k),
+           array_agg(CASE WHEN x.ok THEN x.uid END ORDER BY d.k),
+           array_agg(coalesce(to_timestamp((j ->> 'timestamp')::bigint),
+                              now()) ORDER BY d.k),
+           array_agg(x.inbound ORDER BY d.k),
+           -- only a customer's new message opens a ticket
+           array_agg(x.inbound AND j ->> 'source' = 'webhook' ORDER BY d.k)
+      INTO a_ok, a_wamid, a_phone, a_uid, a_at, a_in, a_open
+      FROM unnest(p_evs, p_orgs) WITH ORDINALITY AS d(e, org, k),
+           LATERAL (SELECT d.e -> 'message') AS m(j),
+           LATERAL (SELECT d.org IS NOT NULL AND jsonb_typeof(j) = 'object'
+                           AND coalesce(j ->> 'type' NOT IN ('REACTION',
+                                            'EDIT', 'REVOKE', 'SYSTEM'),
+                                        true),
+                           j ->> 'direction' = 'INBOUND',
+                           CASE WHEN j ->> 'direction' = 'INBOUND'
+                                THEN coalesce(j ->> 'from', j ->> 'contactWaId')
+                                ELSE coalesce(j ->> 'to', j ->> 'contactWaId')
+                           END,
+                           CASE WHEN j ->> 'direction' = 'INBOUND'
+                                THEN coalesce(j ->> 'fromUserId',
+                                              j ->> 'contactUserId')
+                                ELSE coalesce(j ->> 'toUserId',
+                                              j ->> 'contactUserId')
+                           END) AS x(ok, inbound, phone, uid);
+
+    -- In one statement, for each element in turn: the lock of the row's
+    -- insertion (the trigger of 003 takes it again: a row of this wamid
+    -- committing now is waited for, then seen), then the person's keys as
+    -- metacloud_bridge_default_lead() takes them (a NULL key: no lock).
+    PERFORM pg_advisory_xact_lock(hashtext(d.num), hashtext(d.wamid)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || d.org || '|p|' || d.phone, 0)),
+            pg_advisory_xact_lock(hashtextextended(
+                'lead|' || d.org || '|u|' || d.uid, 0))
+       FROM unnest(p_orgs, p_numbers, a_wamid, a_phone, a_uid, a_ok)
+            AS d(org, num, wamid, phone, uid, ok)
+      WHERE d.ok;
+
+    -- In one statement, after the locks (its snapshot sees what the
+    -- holders committed): is the row here already, and the person's lead
+    -- (metacloud_bridge_default_lead()); the ids of what may be made
+    SELECT array_agg(h.done ORDER BY d.k),
+           array_agg(y.named AND l."id" IS NULL ORDER BY d.k),
+           array_agg(y.named AND l."id" IS NOT NULL ORDER BY d.k),
+           array_agg(CASE WHEN y.named
+                          THEN coalesce(l."id", metacloud_new_id()) END
+                     ORDER BY d.k),
+           array_agg(CASE WHEN y.named THEN metacloud_new_id() END
+                     ORDER BY d.k),
+           array_agg(CASE WHEN y.named AND d.open THEN metacloud_new_id() END
+                     ORDER BY d.k),
+           array_agg(CASE WHEN y.named THEN metacloud_new_id() END
+                     ORDER BY d.k),
+           count(*) FILTER (WHERE y.named AND l."id" IS NOT NULL)
+      INTO a_done, a_new, a_old, a_lead, a_conv, a_ticket, a_msg, n_old
+      FROM unnest(p_orgs, p_numbers, a_wamid, a_phone, a_uid, a_ok, a_open)
+           WITH ORDINALITY AS d(org, num, wamid, phone, uid, ok, open, k)
+      LEFT JOIN LATERAL (
+           SELECT x."id"
+             FROM metacloud_bridge_leads_of(d.org, d.phone, d.uid) x
+            WHERE d.ok
+            ORDER BY x."createdAt", x."id" LIMIT 1) AS l ON true
+     CROSS JOIN LATERAL (
+           SELECT d.ok AND NOT EXISTS (SELECT FROM meta_cloud_messages x
+                                        WHERE x."phoneNumberId" = d.num
+                                          AND x."wamid" = d.wamid)) AS h(done)
+     CROSS JOIN LATERAL (
+           SELECT h.done AND (d.phone IS NOT NULL OR d.uid IS NOT NULL))
+           AS y(named);
+
+    -- two elements of one person or one lead (see above)
+    IF cardinality(p_evs) > 1
+       AND (SELECT count(DISTINCT x.phone) < count(x.phone)
+                   OR count(DISTINCT x.uid) < count(x.uid)
+                   OR count(DISTINCT x.lead) < count(x.lead)
+              FROM unnest(a_done, a_phone, a_uid, a_lead)
+                   AS x(done, phone, uid, lead)
+             WHERE x.done)
+    THEN
+        RAISE EXCEPTION 'metacloud_bridge_prepare_set(): two messages of '
+                        'one person';
+    END IF;
+
+    a_cnew := a_new;
+    a_cupd := NULL;
+    a_tnew := ARRAY(SELECT x.n AND x.t IS NOT NULL
+                      FROM unnest(a_new, a_ticket) AS x(n, t));
+
+    IF n_old > 0 THEN
+        -- a known person: the lead's missing keys, its name
+        -- (metacloud_bridge_default_lead())
+        UPDATE "Lead" AS l
+           SET "phone" = coalesce(l."phone", d.phone),
+               "userId" = coalesce(l."userId", d.uid),
+               "name" = coalesce(d.name, l."name"),
+               "username" = coalesce(d.usr, l."username"),
+               "updatedAt" = now()
+          FROM (SELECT x.*, x.e -> 'message' ->> 'contactName' AS name,
+                       x.e -> 'message' ->> 'contactUsername' AS usr
+                  FROM unnest(a_old, a_lead, a_phone, a_uid, p_evs)
+                       AS x(old, lead, phone, uid, e)) AS d
+         WHERE d.old AND l."id" = d.lead
+           AND ((l."phone" IS NULL AND d.phone IS NOT NULL)
+                OR (l."userId" IS NULL AND d.uid IS NOT NULL)
+                OR (d.name IS NOT NULL AND d.name IS DISTINCT FROM l."name")
+                OR (d.usr IS NOT NULL AND d.usr IS DISTINCT FROM l."username"));
+
+        -- Conversation: metacloud_bridge_default_conversation()
+        PERFORM pg_advisory_xact_lock(hashtextextended(
+                    'conv|' || d.org || '|' || d.num || '|' || d.lead, 0))
+           FROM unnest(p_orgs, p_numbers, a_lead, a_old)
+                AS d(org, num, lead, old)
+          WHERE d.old;
+
+        -- its conversation, and that one's open ticket
+        -- (metacloud_bridge_default_ticket()); a new one where none is
+        SELECT array_agg(d.old AND c."id" IS NULL OR d.new ORDER BY d.k),
+               array_agg(c."id" IS NOT NULL
+                         AND (d.at > coalesce(c."lastMessageAt", '-infinity')
+                              OR (d.inbound AND d.at > coalesce(
+                                      c."lastInboundAt", '-infinity')))
+                         ORDER BY d.k),
+               array_agg(coalesce(c."id", d.conv) ORDER BY d.k),
+               array_agg(coalesce(t."id", d.ticket) ORDER BY d.k),
+               array_agg(t."id" IS NULL AND d.ticket IS NOT NULL
+                         AND (d.old OR d.new) ORDER BY d.k)
+          INTO a_cnew, a_cupd, a_conv, a_ticket, a_tnew
+          FROM unnest(p_orgs, p_numbers, a_lead, a_old, a_new, a_conv,
+                      a_ticket, a_at, a_in)
+               WITH ORDINALITY
+               AS d(org, num, lead, old, new, conv, ticket, at, inbound, k)
+          LEFT JOIN LATERAL (
+               SELECT x."id", x."lastMessageAt", x."lastInboundAt"
+                 FROM "Conversation" x
+                WHERE d.old AND x."organizationId" = d.org
+                  AND x."phoneNumberId" = d.num AND x."leadId" = d.lead
+                ORDER BY x."createdAt", x."id" LIMIT 1) AS c ON true
+          LEFT JOIN LATERAL (
+               SELECT x."id" FROM "Ticket" x
+                WHERE x."conversationId" = c."id" AND x."status" = 'open'
+                ORDER BY x."createdAt" DESC, x."id" LIMIT 1) AS t ON true;
+    END IF;
+
+    -- What is new, in one statement: leads, conversations (and the known
+    -- ones moved forward), tickets, and every message's "Message"
+    -- (metacloud_bridge_default_message() for a new row)
+    WITH d AS (
+        SELECT x.*
+          FROM unnest(p_orgs, p_numbers, p_evs, a_phone, a_uid, a_at, a_in,
+                      a_new, a_cnew, a_cupd, a_tnew, a_lead, a_conv, a_ticket,
+                      a_msg)
+               AS x(org, num, e, phone, uid, at, inbound, new, cnew, cupd,
+                    tnew, lead, conv, ticket, msg)
+         WHERE x.msg IS NOT NULL),
+    nl AS (
+        INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
+                            "name", "username", "updatedAt")
+        SELECT d.lead, d.org, d.phone, d.uid, d.e -> 'message' ->> 'contactName',
+               d.e -> 'message' ->> 'contactUsername', now()
+          FROM d WHERE d.new),
+    nc AS (
+        INSERT INTO "Conversation" ("id", "organizationId", "leadId",
+               "phoneNumberId", "lastMessageAt", "lastInboundAt",
+               "updatedAt")
+        SELECT d.conv, d.org, d.lead, d.num, d.at,
+               CASE WHEN d.inbound THEN d.at END, now()
+          FROM d WHERE d.cnew),
+    uc AS (
+        UPDATE "Conversation" AS x
+           SET "lastMessageAt" = greatest(x."lastMessageAt", d.at),
+               "lastInboundAt" = greatest(x."lastInboundAt",
+                   CASE WHEN d.inbound THEN d.at END),
+               "updatedAt" = now()
+          FROM d
+         WHERE d.cupd AND x."id" = d.conv),
+    nt AS (
+        INSERT INTO "Ticket" ("id", "organizationId", "conversationId",
+                              "status", "updatedAt")
+        SELECT d.ticket, d.org, d.conv, 'open', now()
+          FROM d WHERE d.tnew)
+    INSERT INTO "Message" ("id", "organizationId", "conversationId",
+           "ticketId", "leadId", "direction", "type", "body", "status",
+           "sentAt", "updatedAt")
+    SELECT d.msg, d.org, d.conv, d.ticket, d.lead,
+           d.e -> 'message' ->> 'direction', d.e -> 'message' ->> 'rawType',
+           d.e -> 'message' ->> 'text',
+           -- history: the status the message had in the app
+           CASE WHEN metacloud_bridge_rank(upper(d.e -> 'message'
+                                                 ->> 'historyStatus'))
+                     > metacloud_bridge_rank('PENDING')
+                THEN upper(d.e -> 'message' ->> 'historyStatus')
+                ELSE 'PENDING' END,
+           d.at, now()
+      FROM d;
+
+    -- changes that came before their target, in their order
+    FOR r IN
+        SELECT x AS c, d.msg
+          FROM unnest(p_numbers, a_wamid, a_msg) WITH ORDINALITY
+               AS d(num, wamid, msg, k)
+          JOIN meta_cloud_messages x
+            ON x."phoneNumberId" = d.num
+           AND coalesce(x."reactionMessageId", x."originalMessageId")
+               = d.wamid
+           AND x."type" IN ('REACTION', 'EDIT', 'REVOKE')
+         WHERE d.msg IS NOT NULL
+         ORDER BY d.k, x."sentAt", x."createdAt", x."id"
+    LOOP
+        PERFORM metacloud_bridge_default_change(r.c, r.msg);
+    END LOOP;
+
+    RETURN QUERY
+        SELECT x.done, x.lead, x.conv, x.ticket, x.msg
+          FROM unnest(a_done, a_lead, a_conv, a_ticket, a_msg)
+               WITH ORDINALITY AS x(done, lead, conv, ticket, msg, k)
+         ORDER BY x.k;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION metacloud_bridge_prepare(p_org text,
     p_phone text, p_ev jsonb, OUT handled boolean, OUT lead_id text,
@@ -679,45 +1002,10 @@ DECLARE
     l_user   text;
     cv       record;
     c        meta_cloud_messages;
-    v_never  boolean := false;      -- metacloud_hooks_default() of 003
 BEGIN
     handled := false;
     IF j ->> 'type' IN ('REACTION', 'EDIT', 'REVOKE', 'SYSTEM')
-       OR NOT (metacloud_bridge_has('Lead')
-               AND metacloud_bridge_has('Conversation')
-               AND metacloud_bridge_has('Message'))
-    THEN
-        RETURN;
-    END IF;
-
-    -- every hook a new message goes through is still the one 004 made
-    -- (metacloud_hooks_default(), 003: read when this is planned)
-    IF NOT ((v_never
-             AND metacloud_on_message(NULL::text) IS NULL
-             AND metacloud_bridge_lead(NULL::text, NULL::text, NULL::text,
-                                       NULL::text, NULL::text) IS NULL
-             AND metacloud_bridge_conversation(NULL::text, NULL::text,
-                     NULL::text, NULL::timestamptz, NULL::boolean) IS NULL
-             AND metacloud_bridge_ticket(NULL::text, NULL::text,
-                                         NULL::boolean) IS NULL
-             AND metacloud_bridge_message(NULL::meta_cloud_messages,
-                     NULL::text, NULL::text, NULL::text) IS NULL
-             AND metacloud_bridge_change(NULL::meta_cloud_messages,
-                                         NULL::text) IS NULL)
-            OR metacloud_hooks_default(
-                   ARRAY['metacloud_on_message', 'metacloud_bridge_lead',
-                         'metacloud_bridge_conversation',
-                         'metacloud_bridge_ticket', 'metacloud_bridge_message',
-                         'metacloud_bridge_change'],
-                   ARRAY['SELECT metacloud_bridge_default_on_message($1)',
-                         'SELECT metacloud_bridge_default_lead'
-                         '($1, $2, $3, $4, $5)',
-                         'SELECT metacloud_bridge_default_conversation'
-                         '($1, $2, $3, $4, $5)',
-                         'SELECT metacloud_bridge_default_ticket($1, $2, $3)',
-                         'SELECT metacloud_bridge_default_message'
-                         '($1, $2, $3, $4)',
-                         'SELECT metacloud_bridge_default_change($1, $2)']))
+       OR NOT metacloud_bridge_fast()
     THEN
         RETURN;
     END IF;
@@ -1091,6 +1379,9 @@ REVOKE ALL ON FUNCTION metacloud_bridge_default_on_message(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_default_on_status(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_default_on_state_sync(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_prepare(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_prepare_set(text[], text[], jsonb[])
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_fast() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_leads_of(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_register_outbound(text, text, text, text, text, text, text) FROM PUBLIC;
 
