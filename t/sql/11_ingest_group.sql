@@ -54,11 +54,15 @@ BEGIN
                                            'rawId', r.result -> 'rawId');
     END LOOP;
 
+    -- the three are one batch (014): boom's row raises, the batch is
+    -- undone (ran_seq 1), then each runs alone, boom first (2, undone)
     PERFORM pg_temp.is((SELECT array_agg(n || ' ' || body ORDER BY n)
                           FROM ran),
-                       ARRAY['2 third', '3 first'],
+                       ARRAY['3 third', '4 first'],
                        'ran in the order of their person (1000: boom, '
                        'undone, then 2000, 3000)');
+    PERFORM pg_temp.is(currval('ran_seq'), 4::bigint,
+                       'the batch, then each alone');
     PERFORM pg_temp.is((SELECT array_agg((x ->> 'ord')::int) FROM
                         jsonb_array_elements(rows) x),
                        ARRAY[2, 3, 1], 'a row per delivery, in that order');
