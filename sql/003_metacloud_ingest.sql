@@ -349,6 +349,52 @@ END
 $$;
 
 
+-- metacloud_media_rows() ------------------------------------------------
+-- The meta_cloud_media rows of media sub-objects (p_media, NULL or not an
+-- object: none), side by side with their organisations and numbers: one
+-- row per media id, its row's id, and whether this call made it (status
+-- PENDING: the module queues it).  Meta media ids are global, so a media
+-- id seen before (a retry through another number, a forwarded file, the
+-- same id twice in the arrays) links to the existing row and is not
+-- queued again.  metacloud_process_event() calls it for one message, a
+-- batch of metacloud_ingest_group() (011) for all of its own.  Only
+-- called from the functions of 003 and 011: no search_path of its own.
+
+CREATE OR REPLACE FUNCTION metacloud_media_rows(p_orgs text[],
+    p_phones text[], p_media jsonb[])
+RETURNS TABLE (r_media_id text, r_id text, r_new boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_new  text[];
+BEGIN
+    WITH ins AS (
+        INSERT INTO meta_cloud_media
+               ("mediaId", "type", "mimeType", "sha256", "fileName",
+                "caption", "downloadUrl", "voice", "animated",
+                "organizationId", "phoneNumberId", "status",
+                "createdAt", "updatedAt")
+        SELECT d.md ->> 'mediaId', (d.md ->> 'type')::"MetaCloudMediaType",
+               d.md ->> 'mimeType', d.md ->> 'sha256', d.md ->> 'fileName',
+               d.md ->> 'caption', d.md ->> 'downloadUrl',
+               (d.md ->> 'voice')::boolean, (d.md ->> 'animated')::boolean,
+               d.org, d.phone, 'PENDING', now(), now()
+          FROM unnest(p_orgs, p_phones, p_media) AS d(org, phone, md)
+         WHERE jsonb_typeof(d.md) = 'object'
+        ON CONFLICT ("mediaId") DO NOTHING
+        RETURNING "mediaId")
+    SELECT array_agg(ins."mediaId") INTO v_new FROM ins;
+
+    -- a statement of its own: it sees the rows the one above made
+    RETURN QUERY
+        SELECT m."mediaId", m."id", (m."mediaId" = ANY (v_new)) IS TRUE
+          FROM meta_cloud_media m
+         WHERE m."mediaId" IN (SELECT d ->> 'mediaId' FROM unnest(p_media) d
+                                WHERE jsonb_typeof(d) = 'object');
+END
+$$;
+
+
 -- metacloud_message_rows() ----------------------------------------------
 -- The meta_cloud_messages rows of message events, one per element of the
 -- arrays (side by side) whose event id is not NULL:
@@ -482,6 +528,7 @@ DECLARE
     md          jsonb := p_ev -> 'media';
     v_hm        boolean := v_type = 'history_media';
     v_media_pk  text;
+    v_media_new boolean;
     v_msg_id    text;
     v_new       boolean;
     b           record;
@@ -512,29 +559,15 @@ BEGIN
         RAISE EXCEPTION '% event without a message object', v_type;
     END IF;
 
-    -- The media first: the message row references it.  Meta media ids are
-    -- global, so a media id seen before (a retry through another number, a
-    -- forwarded file) links to the existing row and is not queued again.
+    -- The media first: the message row references it
+    -- (metacloud_media_rows(), above).
     IF jsonb_typeof(md) = 'object' THEN
-        INSERT INTO meta_cloud_media
-               ("mediaId", "type", "mimeType", "sha256", "fileName",
-                "caption", "downloadUrl", "voice", "animated",
-                "organizationId", "phoneNumberId", "status",
-                "createdAt", "updatedAt")
-        VALUES (md ->> 'mediaId', (md ->> 'type')::"MetaCloudMediaType",
-                md ->> 'mimeType', md ->> 'sha256', md ->> 'fileName',
-                md ->> 'caption', md ->> 'downloadUrl',
-                (md ->> 'voice')::boolean, (md ->> 'animated')::boolean,
-                p_org, v_phone, 'PENDING', now(), now())
-        ON CONFLICT ("mediaId") DO NOTHING
-        RETURNING "id" INTO v_media_pk;
-
-        IF FOUND THEN
+        SELECT r.r_id, r.r_new INTO v_media_pk, v_media_new
+          FROM metacloud_media_rows(ARRAY[p_org], ARRAY[v_phone], ARRAY[md])
+               AS r;
+        IF v_media_new THEN
             media_id := v_media_pk;
             meta_media_id := md ->> 'mediaId';
-        ELSE
-            SELECT "id" INTO v_media_pk
-              FROM meta_cloud_media WHERE "mediaId" = md ->> 'mediaId';
         END IF;
     END IF;
 
@@ -775,6 +808,7 @@ REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_statuses(text[], text[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_hooks_default(text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_media_rows(text[], text[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_message_rows(boolean, text[], text[], text[],
                                               text[], jsonb[], text[], text[],
                                               text[], text[]) FROM PUBLIC;

@@ -31,9 +31,9 @@ $$;
 -- metacloud_ingest_batch() -------------------------------------------------
 -- Deliveries of one message event each, from different people, written
 -- together (a batch of metacloud_ingest_group(), below): one INSERT of
--- their event rows, the bridge's fast path for all of them
--- (metacloud_bridge_prepare_set(), 004), one INSERT of their message rows,
--- one of their raw rows.  What metacloud_ingest_one() would write for each,
+-- their event rows, one of their media rows, the bridge's fast path for
+-- all of them (metacloud_bridge_prepare_set(), 004), one INSERT of their
+-- message rows, one of their raw rows.  What metacloud_ingest_one() would write for each,
 -- with one statement per table instead of one per delivery and table: the
 -- start-up of a statement's plan and its PL/pgSQL call cost more than the
 -- rows of a text message.  A message the fast path does not take (its row
@@ -60,6 +60,9 @@ DECLARE
     a_ticket  text[];
     a_msg     text[];
     a_pend    boolean[];    -- a new message with statuses waiting for it
+    a_new     text[];       -- the organisation of a new event, else NULL
+    a_media   text[];       -- media row ids
+    a_queued  jsonb[];      -- each delivery's "media" (the rows it made)
     v_scope   text;
     v_org     text;
 BEGIN
@@ -104,16 +107,42 @@ BEGIN
       LEFT JOIN ins ON ins."scope" = d.e ->> 'scope'
                    AND ins."webhookId" = d.e ->> 'webhookId';
 
-    -- the new ones of a known number: the bridge (a NULL organisation:
-    -- not for it), then their rows, then the statuses that waited for them
+    -- the new ones of a known number (the others: a NULL organisation)
+    a_new := ARRAY(SELECT CASE WHEN x.id IS NOT NULL THEN x.org END
+                     FROM unnest(a_id, a_org) AS x(id, org));
+
+    -- their media (metacloud_media_rows(), 003); a media id new here is
+    -- queued by the first of its deliveries, as one by one
+    IF (SELECT bool_or(jsonb_typeof(x.e -> 'media') = 'object')
+          FROM unnest(a_ev, a_new) AS x(e, org) WHERE x.org IS NOT NULL)
+    THEN
+        SELECT array_agg(y.id ORDER BY y.k),
+               array_agg(CASE WHEN y.first
+                              THEN jsonb_build_array(jsonb_build_object(
+                                       'id', y.id, 'mediaId', y.media_id))
+                              ELSE '[]' END ORDER BY y.k)
+          INTO a_media, a_queued
+          FROM (SELECT d.k, r.r_id AS id, r.r_media_id AS media_id,
+                       r.r_new AND d.k = min(d.k) OVER (
+                                             PARTITION BY r.r_media_id)
+                           AS first
+                  FROM unnest(a_ev, a_new) WITH ORDINALITY AS d(e, org, k)
+                  LEFT JOIN metacloud_media_rows(a_new, a_num,
+                                ARRAY(SELECT CASE WHEN x.org IS NOT NULL
+                                                  THEN x.e -> 'media' END
+                                        FROM unnest(a_ev, a_new)
+                                             AS x(e, org)))
+                            AS r
+                    ON d.org IS NOT NULL
+                   AND r.r_media_id = d.e -> 'media' ->> 'mediaId') AS y;
+    END IF;
+
+    -- the bridge, then their rows, then the statuses that waited for them
     SELECT array_agg(s.handled), array_agg(s.lead_id),
            array_agg(s.conversation_id), array_agg(s.ticket_id),
            array_agg(s.message_id)
       INTO a_done, a_lead, a_conv, a_ticket, a_msg
-      FROM metacloud_bridge_prepare_set(
-               ARRAY(SELECT CASE WHEN x.id IS NOT NULL THEN x.org END
-                       FROM unnest(a_id, a_org) AS x(id, org)),
-               a_num, a_ev) AS s;
+      FROM metacloud_bridge_prepare_set(a_new, a_num, a_ev) AS s;
 
     IF true = ANY (a_done) THEN
         SELECT array_agg(x.new ORDER BY d.k) INTO a_pend
@@ -121,7 +150,7 @@ BEGIN
           LEFT JOIN metacloud_message_rows(false, a_org,
                         ARRAY(SELECT CASE WHEN y.done THEN y.id END
                                 FROM unnest(a_done, a_id) AS y(done, id)),
-                        a_num, NULL, a_ev, a_lead, a_conv, a_ticket, a_msg)
+                        a_num, a_media, a_ev, a_lead, a_conv, a_ticket, a_msg)
                     AS r ON r.r_wamid = d.wamid
           LEFT JOIN LATERAL (
                SELECT r.r_new AND EXISTS (
@@ -171,8 +200,10 @@ BEGIN
                    'pending', 0,
                    'messagesProcessed',
                    (d.id IS NOT NULL AND d.org IS NOT NULL)::int,
-                   'statusesProcessed', 0, 'media', '[]'::jsonb)
-          FROM unnest(a_raw, a_id, a_org) WITH ORDINALITY AS d(raw, id, org, k)
+                   'statusesProcessed', 0,
+                   'media', coalesce(d.media, '[]'))
+          FROM unnest(a_raw, a_id, a_org, a_queued) WITH ORDINALITY
+               AS d(raw, id, org, media, k)
          ORDER BY d.k);
 END
 $$;
@@ -184,8 +215,8 @@ $$;
 -- arrays in binary, and text elements need no conversion there).
 --
 -- The deliveries run in the order of their person.  Consecutive ones of
--- one message event each (not a reaction, edit, revoke or system message,
--- no media), of different people, go together as one batch
+-- one message event each (not a reaction, edit, revoke or system
+-- message), of different people, go together as one batch
 -- (metacloud_ingest_batch(), above) in one sub-transaction; when that
 -- raises, each of them runs alone as every other delivery does.  So the
 -- locks are still taken in the order of the people.
@@ -257,8 +288,6 @@ BEGIN
                     AND v_events[k] -> 0 ->> 'eventType' IN ('message', 'echo')
                     AND metacloud_event_invalid(v_events[k] -> 0) IS NULL
                     AND jsonb_typeof(m) = 'object'
-                    AND jsonb_typeof(v_events[k] -> 0 -> 'media')
-                        IS DISTINCT FROM 'object'
                     AND coalesce(m ->> 'type' NOT IN ('REACTION', 'EDIT',
                                      'REVOKE', 'SYSTEM'), true);
             IF v_ok THEN

@@ -50,16 +50,28 @@ INSERT INTO deliveries VALUES
             '{"message": {"from": "4006"}}'))),
     (7, jsonb_build_array(pg_temp.msg('P14', 'wamid.B8',
             '{"message": {"from": "4008"}}'))),
-    -- an image: not for a batch, runs alone between two batches
+    -- an image, and the same media forwarded by someone else: one media
+    -- row, queued by the first
     (8, jsonb_build_array(pg_temp.msg('P14', 'wamid.B9',
             jsonb_build_object('message', jsonb_build_object(
                     'from', '4009', 'type', 'IMAGE', 'rawType', 'image'),
                 'media', jsonb_build_object('mediaId', 'MEDIA-B9',
                     'type', 'IMAGE', 'mimeType', 'image/jpeg'))))),
-    (9, jsonb_build_array(pg_temp.msg('P14', 'wamid.B10',
+    (9, jsonb_build_array(pg_temp.msg('P14', 'wamid.B9b',
+            jsonb_build_object('message', jsonb_build_object(
+                    'from', '40095', 'type', 'IMAGE', 'rawType', 'image'),
+                'media', jsonb_build_object('mediaId', 'MEDIA-B9',
+                    'type', 'IMAGE', 'mimeType', 'image/jpeg'))))),
+    -- a reaction: not for a batch, runs alone between two batches
+    (10, jsonb_build_array(pg_temp.msg('P14', 'wamid.B12',
+            '{"message": {"from": "40096", "type": "REACTION",
+                          "rawType": "reaction", "text": null,
+                          "reactionEmoji": "+1",
+                          "reactionMessageId": "wamid.B1"}}'))),
+    (11, jsonb_build_array(pg_temp.msg('P14', 'wamid.B10',
             '{"message": {"from": "4010"}}'))),
     -- 4010 again: the batch ends before it, its message joins the lead
-    (10, jsonb_build_array(pg_temp.msg('P14', 'wamid.B11',
+    (12, jsonb_build_array(pg_temp.msg('P14', 'wamid.B11',
             '{"message": {"from": "4010", "timestamp": 1749416999}}')));
 
 -- what a user reads, without ids and clock times
@@ -136,6 +148,7 @@ CREATE FUNCTION pg_temp.snapshot() RETURNS jsonb LANGUAGE sql AS $$
                                'lead', l."phone", 'direction', g."direction",
                                'type', g."type", 'body', g."body",
                                'status', g."status", 'sentAt', g."sentAt",
+                               'reaction', g."reaction",
                                'ticket', g."ticketId" IS NOT NULL,
                                'conversation', c."leadId" = g."leadId")
                                ORDER BY l."phone", g."sentAt", g."body")
@@ -188,7 +201,7 @@ DECLARE
     k  text;
 BEGIN
     PERFORM pg_temp.is((SELECT count(*) FROM results WHERE how = 'group'),
-                       10::bigint, 'a row per delivery');
+                       12::bigint, 'a row per delivery');
     PERFORM pg_temp.is((SELECT count(*) FROM results WHERE error IS NOT NULL),
                        0::bigint, 'no delivery failed');
     -- (a media row's id left out)
@@ -212,15 +225,17 @@ BEGIN
                           FROM jsonb_array_elements(o -> 'leads') x),
                        ARRAY['4001:Ann:1', '4002:-:1', '4003:New Name:1',
                              '4004:-:1', '4005:-:1', '4008:-:1', '4009:-:1',
-                             '4010:-:1'],
+                             '40095:-:1', '40096:-:1', '4010:-:1'],
                        'a lead each (4003 renamed, 4010 once), one '
                        'conversation each');
     PERFORM pg_temp.is((SELECT array_agg(coalesce(x ->> 'tickets', '[]')
                                          ORDER BY x ->> 'lead')
                           FROM jsonb_array_elements(o -> 'conversations') x),
                        ARRAY['["open"]', '["open"]', '["open"]', '[]',
-                             '["open"]', '["open"]', '["open"]', '["open"]'],
-                       'an open ticket each, none for the echo''s person');
+                             '["open"]', '["open"]', '["open"]', '["open"]',
+                             '[]', '["open"]'],
+                       'an open ticket each, none for the echo''s and the '
+                       'reaction''s people');
     PERFORM pg_temp.is((SELECT x ->> 'last' FROM jsonb_array_elements(
                                                  o -> 'conversations') x
                          WHERE x ->> 'lead' = '4003'),
@@ -236,11 +251,13 @@ BEGIN
                              '"Lead"; --',
                              'wamid.B10:PENDING:4010:hello',
                              'wamid.B11:PENDING:4010:hello',
+                             'wamid.B12:PENDING:40096:-',
                              'wamid.B2:PENDING:4002:hello',
                              'wamid.B3:PENDING:4003:hello',
                              'wamid.B4:PENDING:4004:hello',
                              'wamid.B8:DELIVERED:4008:hello',
                              'wamid.B9:PENDING:4009:hello',
+                             'wamid.B9b:PENDING:40095:hello',
                              'wamid.Bdup:PENDING:4005:hello'],
                        'every message linked; the waiting status applied');
     PERFORM pg_temp.is((SELECT array_agg(x::text ORDER BY (x ->> 'n')::int)
@@ -254,14 +271,32 @@ BEGIN
                              '{"d": 0, "n": 6, "u": 1}'],
                        'the duplicate and the unrouted one');
 
-    -- which went together: 1-7 one batch (one sub-transaction), 8 alone,
-    -- 9 alone (a batch of one), 10 alone
+    PERFORM pg_temp.is((SELECT x -> 'media' FROM jsonb_array_elements(
+                                                  o -> 'messages') x
+                         WHERE x ->> 'wamid' = 'wamid.B9b'),
+                       to_jsonb('MEDIA-B9'::text),
+                       'the forwarded image: the same media row');
+    PERFORM pg_temp.is((SELECT array_agg(a.n || ':' || (a.result -> 'media'
+                                                        -> 0 ->> 'mediaId'))
+                          FROM results a
+                         WHERE a.how = 'group'
+                           AND jsonb_array_length(a.result -> 'media') > 0),
+                       ARRAY['8:MEDIA-B9'], 'queued once, by the first');
+    PERFORM pg_temp.is((SELECT x ->> 'reaction' FROM jsonb_array_elements(
+                                                     o -> 'bridgeMessages') x
+                         WHERE x ->> 'lead' = '4001'),
+                       '+1', 'the reaction reached its target');
+
+    -- which went together: 1-9 one batch (one sub-transaction), 10 alone
+    -- (a reaction), 11 alone (a batch of one: 12 is its person again), 12
+    -- alone (a batch of one at the end)
     PERFORM pg_temp.is((SELECT count(DISTINCT raw_xmin) FROM results
-                         WHERE how = 'group' AND n <= 7), 1::bigint,
-                       'deliveries 1-7: one batch');
+                         WHERE how = 'group' AND n <= 9), 1::bigint,
+                       'deliveries 1-9: one batch');
     PERFORM pg_temp.is((SELECT count(DISTINCT raw_xmin) FROM results
                          WHERE how = 'group'), 4::bigint,
-                       'then 8, 9 and 10 each in a sub-transaction of its own');
+                       'then 10, 11 and 12 each in a sub-transaction of '
+                       'its own');
 END
 $$;
 
