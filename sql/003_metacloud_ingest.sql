@@ -400,7 +400,7 @@ $$;
 -- arrays (side by side) whose event id is not NULL:
 -- metacloud_process_event() writes one, a batch of metacloud_ingest_group()
 -- (011) all of its own in one statement.  Returns
--- each row's id and wamid, and whether it is new.  Two elements must not
+-- each row's id, number and wamid, and whether it is new.  Two elements must not
 -- share a (number, wamid): ON CONFLICT cannot update a row twice in one
 -- statement.
 -- The sub-object's keys are the column names (docs/EVENTS.md): one
@@ -423,7 +423,7 @@ CREATE OR REPLACE FUNCTION metacloud_message_rows(p_hm boolean,
     p_orgs text[], p_event_ids text[], p_phones text[], p_media text[],
     p_evs jsonb[], p_leads text[], p_convs text[], p_tickets text[],
     p_msgs text[])
-RETURNS TABLE (r_id text, r_wamid text, r_new boolean)
+RETURNS TABLE (r_id text, r_phone text, r_wamid text, r_new boolean)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -500,7 +500,7 @@ BEGIN
                "from" = coalesce(t."from", excluded."from"),
                "to" = coalesce(t."to", excluded."to"),
                "updatedAt" = now()
-        RETURNING t."id", t."wamid", t."xmax" = 0
+        RETURNING t."id", t."phoneNumberId", t."wamid", t."xmax" = 0
     )
     SELECT * FROM ins;
 END

@@ -138,11 +138,14 @@ BEGIN
     END IF;
 
     -- the bridge, then their rows, then the statuses that waited for them
-    SELECT array_agg(s.handled), array_agg(s.lead_id),
-           array_agg(s.conversation_id), array_agg(s.ticket_id),
-           array_agg(s.message_id)
+    SELECT array_agg(s.handled ORDER BY s.k),
+           array_agg(s.lead_id ORDER BY s.k),
+           array_agg(s.conversation_id ORDER BY s.k),
+           array_agg(s.ticket_id ORDER BY s.k),
+           array_agg(s.message_id ORDER BY s.k)
       INTO a_done, a_lead, a_conv, a_ticket, a_msg
-      FROM metacloud_bridge_prepare_set(a_new, a_num, a_ev) AS s;
+      FROM metacloud_bridge_prepare_set(a_new, a_num, a_ev) WITH ORDINALITY
+           AS s(handled, lead_id, conversation_id, ticket_id, message_id, k);
 
     IF true = ANY (a_done) THEN
         SELECT array_agg(x.new ORDER BY d.k) INTO a_pend
@@ -151,7 +154,7 @@ BEGIN
                         ARRAY(SELECT CASE WHEN y.done THEN y.id END
                                 FROM unnest(a_done, a_id) AS y(done, id)),
                         a_num, a_media, a_ev, a_lead, a_conv, a_ticket, a_msg)
-                    AS r ON r.r_wamid = d.wamid
+                    AS r ON r.r_phone = d.num AND r.r_wamid = d.wamid
           LEFT JOIN LATERAL (
                SELECT r.r_new AND EXISTS (
                           SELECT FROM meta_cloud_webhook_events w

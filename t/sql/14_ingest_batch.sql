@@ -12,6 +12,10 @@ BEGIN;
 
 SELECT metacloud_add_phone_number('org-14', 'P14', 'WABA-P14', 'token-14')
        IS NOT NULL AS registered;
+-- a second number of the organisation: a message between the two is one
+-- wamid seen by both
+SELECT metacloud_add_phone_number('org-14', 'P14B', 'WABA-P14', 'token-14')
+       IS NOT NULL AS registered_b;
 
 -- the state both runs start from: a returning contact (4003: lead,
 -- conversation, open ticket), a message already stored (wamid.Bdup), a
@@ -44,6 +48,16 @@ INSERT INTO deliveries VALUES
                 'message', jsonb_build_object('direction', 'OUTBOUND',
                     'source', 'echo', 'from', '15550001111', 'to', '4004')),
             'echo'))),
+    -- one wamid on two numbers (P14B wrote to P14): the echo on P14B,
+    -- the message on P14, two rows of one batch (n out of order: the
+    -- group sorts by person)
+    (13, jsonb_build_array(pg_temp.msg('P14B', 'wamid.Bboth',
+            jsonb_build_object('field', 'smb_message_echoes',
+                'message', jsonb_build_object('direction', 'OUTBOUND',
+                    'source', 'echo', 'from', '40041', 'to', '40042')),
+            'echo'))),
+    (14, jsonb_build_array(pg_temp.msg('P14', 'wamid.Bboth',
+            '{"message": {"from": "40043"}}'))),
     (5, jsonb_build_array(pg_temp.msg('P14', 'wamid.Bdup',
             '{"message": {"from": "4005"}}'))),
     (6, jsonb_build_array(pg_temp.msg('P14X', 'wamid.B6',
@@ -110,7 +124,7 @@ CREATE FUNCTION pg_temp.snapshot() RETURNS jsonb LANGUAGE sql AS $$
                                                 || cl."phone",
                                 'ticket', t."status",
                                 'message', g."body")
-                         ORDER BY m."wamid")
+                         ORDER BY m."wamid", m."phoneNumberId")
                        FROM meta_cloud_messages m
                        JOIN meta_cloud_webhook_events w
                          ON w."id" = m."webhookEventId"
@@ -201,7 +215,7 @@ DECLARE
     k  text;
 BEGIN
     PERFORM pg_temp.is((SELECT count(*) FROM results WHERE how = 'group'),
-                       12::bigint, 'a row per delivery');
+                       14::bigint, 'a row per delivery');
     PERFORM pg_temp.is((SELECT count(*) FROM results WHERE error IS NOT NULL),
                        0::bigint, 'no delivery failed');
     -- (a media row's id left out)
@@ -224,16 +238,17 @@ BEGIN
                                          || (x ->> 'conversations'))
                           FROM jsonb_array_elements(o -> 'leads') x),
                        ARRAY['4001:Ann:1', '4002:-:1', '4003:New Name:1',
-                             '4004:-:1', '4005:-:1', '4008:-:1', '4009:-:1',
-                             '40095:-:1', '40096:-:1', '4010:-:1'],
+                             '4004:-:1', '40042:-:1', '40043:-:1', '4005:-:1',
+                             '4008:-:1', '4009:-:1', '40095:-:1', '40096:-:1',
+                             '4010:-:1'],
                        'a lead each (4003 renamed, 4010 once), one '
                        'conversation each');
     PERFORM pg_temp.is((SELECT array_agg(coalesce(x ->> 'tickets', '[]')
                                          ORDER BY x ->> 'lead')
                           FROM jsonb_array_elements(o -> 'conversations') x),
-                       ARRAY['["open"]', '["open"]', '["open"]', '[]',
+                       ARRAY['["open"]', '["open"]', '["open"]', '[]', '[]',
                              '["open"]', '["open"]', '["open"]', '["open"]',
-                             '[]', '["open"]'],
+                             '["open"]', '[]', '["open"]'],
                        'an open ticket each, none for the echo''s and the '
                        'reaction''s people');
     PERFORM pg_temp.is((SELECT x ->> 'last' FROM jsonb_array_elements(
@@ -258,6 +273,8 @@ BEGIN
                              'wamid.B8:DELIVERED:4008:hello',
                              'wamid.B9:PENDING:4009:hello',
                              'wamid.B9b:PENDING:40095:hello',
+                             'wamid.Bboth:PENDING:40043:hello',
+                             'wamid.Bboth:PENDING:40042:hello',
                              'wamid.Bdup:PENDING:4005:hello'],
                        'every message linked; the waiting status applied');
     PERFORM pg_temp.is((SELECT array_agg(x::text ORDER BY (x ->> 'n')::int)
@@ -287,12 +304,12 @@ BEGIN
                          WHERE x ->> 'lead' = '4001'),
                        '+1', 'the reaction reached its target');
 
-    -- which went together: 1-9 one batch (one sub-transaction), 10 alone
-    -- (a reaction), 11 alone (a batch of one: 12 is its person again), 12
-    -- alone (a batch of one at the end)
+    -- which went together: 1-9, 13 and 14 one batch (one
+    -- sub-transaction), 10 alone (a reaction), 11 alone (a batch of one:
+    -- 12 is its person again), 12 alone (a batch of one at the end)
     PERFORM pg_temp.is((SELECT count(DISTINCT raw_xmin) FROM results
-                         WHERE how = 'group' AND n <= 9), 1::bigint,
-                       'deliveries 1-9: one batch');
+                         WHERE how = 'group' AND (n <= 9 OR n >= 13)),
+                       1::bigint, 'deliveries 1-9, 13 and 14: one batch');
     PERFORM pg_temp.is((SELECT count(DISTINCT raw_xmin) FROM results
                          WHERE how = 'group'), 4::bigint,
                        'then 10, 11 and 12 each in a sub-transaction of '
