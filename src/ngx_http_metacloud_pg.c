@@ -1817,19 +1817,33 @@ ngx_http_metacloud_pg_idle_get(ngx_http_metacloud_pg_t *pg)
  * reads what an idle connection has: a closed one reports the end here;
  * the server's FATAL message and the end of the stream may come in one
  * edge-triggered event, in which PQconsumeInput() reads the message but
- * not the end, so the event's own flags are looked at too
+ * not the end, so the event's own flags are looked at too, and, when
+ * they do not say it (an event not delivered yet, a worker that was
+ * stopped), a peek at the socket: recv() of 0 bytes is the end
  */
 
 static ngx_uint_t
 ngx_http_metacloud_pg_alive(ngx_http_metacloud_pg_conn_t *pc)
 {
-    u_char  msg[NGX_MAX_ERROR_STR];
+    u_char     msg[NGX_MAX_ERROR_STR], b;
+    ssize_t    n;
+    ngx_err_t  err;
 
     if (!pc->c->read->pending_eof && !pc->c->read->eof
         && PQconsumeInput(pc->pgconn)
         && PQstatus(pc->pgconn) != CONNECTION_BAD)
     {
-        return 1;
+        n = recv(pc->c->fd, &b, 1, MSG_PEEK|MSG_DONTWAIT);
+        err = ngx_socket_errno;
+
+        if (n > 0 || (n == -1 && (err == NGX_EAGAIN || err == NGX_EINTR))) {
+            return 1;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, n == -1 ? err : 0,
+                      "metacloud: idle PostgreSQL connection lost: "
+                      "the server closed it");
+        return 0;
     }
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
