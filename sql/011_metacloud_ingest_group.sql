@@ -14,11 +14,16 @@
 -- deadlock, a serialization failure, a lock timeout, a lack of resources
 -- or a shutdown fails the whole call (as it fails metacloud_ingest()):
 -- the module then sends each delivery of the group again on its own.
+-- Consecutive deliveries of one message each, of different people, go
+-- together as a batch (metacloud_ingest_batch(), below): one statement
+-- per table for all of them, in one sub-transaction; when it raises, each
+-- of them runs alone as above.
 --
 -- Two groups that share people could take the same locks crosswise (each
 -- delivery locks its (number, wamid) and its person's lead): the
 -- deliveries run in the order of their person, so two groups take those
--- locks in one order.  The rows come back in the order given ("ord").
+-- locks in one order.  The rows come back in that order, each with the
+-- index of its delivery ("ord").
 
 DO $$
 BEGIN
