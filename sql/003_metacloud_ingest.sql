@@ -399,10 +399,9 @@ $$;
 -- The meta_cloud_messages rows of message events, one per element of the
 -- arrays (side by side) whose event id is not NULL:
 -- metacloud_process_event() writes one, a batch of metacloud_ingest_group()
--- (011) all of its own in one statement.  Returns
--- each row's id, number and wamid, and whether it is new.  Two elements must not
--- share a (number, wamid): ON CONFLICT cannot update a row twice in one
--- statement.
+-- (011) all of its own in one statement.  Returns each row's id, number
+-- and wamid, and whether it is new.  Two elements must not share a
+-- (number, wamid): ON CONFLICT cannot update a row twice in one statement.
 -- The sub-object's keys are the column names (docs/EVENTS.md): one
 -- jsonb_populate_record() reads them all; every column the event must
 -- not choose is set here, the rest stay NULL (leadId, conversationId,
@@ -432,16 +431,16 @@ BEGIN
         INSERT INTO meta_cloud_messages AS t
                ("id", "wamid", "organizationId", "webhookEventId",
                 "phoneNumberId", "direction", "from", "to", "type", "text",
-                "contactName", "contactWaId", "contextMessageId", "isForwarded",
-                "forwardedCount", "mediaId", "locationLatitude",
+                "contactName", "contactWaId", "contextMessageId",
+                "isForwarded", "forwardedCount", "mediaId", "locationLatitude",
                 "locationLongitude", "locationName", "locationAddress",
                 "interactiveType", "buttonPayload", "buttonText", "listId",
                 "listTitle", "listDescription", "reactionEmoji",
                 "reactionMessageId", "rawMessageData", "timestamp", "sentAt",
                 "currentStatus", "createdAt", "updatedAt", "source",
                 "fromUserId", "fromParentUserId", "toUserId", "groupId",
-                "rawType", "unsupportedType", "contactUserId", "contactUsername",
-                "contextFrom", "isFrequentlyForwarded",
+                "rawType", "unsupportedType", "contactUserId",
+                "contactUsername", "contextFrom", "isFrequentlyForwarded",
                 "referredProductCatalogId", "referredProductRetailerId",
                 "locationUrl", "originalMessageId", "errorCode", "errorTitle",
                 "referral", "historyStatus", "leadId", "conversationId",
@@ -456,7 +455,8 @@ BEGIN
                j."buttonText", j."listId", j."listTitle", j."listDescription",
                j."reactionEmoji", j."reactionMessageId", d.ev -> 'payload',
                j."timestamp",
-               coalesce(to_timestamp((d.ev -> 'message' ->> 'timestamp')::bigint),
+               coalesce(to_timestamp(
+                            (d.ev -> 'message' ->> 'timestamp')::bigint),
                         now()),
                'PENDING', now(), now(), j."source",
                j."fromUserId", j."fromParentUserId", j."toUserId", j."groupId",
@@ -484,15 +484,18 @@ BEGIN
                "text" = CASE WHEN p_hm THEN coalesce(t."text", excluded."text")
                              ELSE t."text" END,
                "historyStatus" = CASE WHEN p_hm THEN t."historyStatus"
-                   ELSE coalesce(t."historyStatus", excluded."historyStatus") END,
+                   ELSE coalesce(t."historyStatus", excluded."historyStatus")
+                   END,
                "contactName" = CASE WHEN p_hm THEN t."contactName"
                    ELSE coalesce(t."contactName", excluded."contactName") END,
                "contactWaId" = CASE WHEN p_hm THEN t."contactWaId"
                    ELSE coalesce(t."contactWaId", excluded."contactWaId") END,
                "contactUserId" = CASE WHEN p_hm THEN t."contactUserId"
-                   ELSE coalesce(t."contactUserId", excluded."contactUserId") END,
+                   ELSE coalesce(t."contactUserId", excluded."contactUserId")
+                   END,
                "contactUsername" = CASE WHEN p_hm THEN t."contactUsername"
-                   ELSE coalesce(t."contactUsername", excluded."contactUsername") END,
+                   ELSE coalesce(t."contactUsername",
+                                 excluded."contactUsername") END,
                "fromUserId" = CASE WHEN p_hm THEN t."fromUserId"
                    ELSE coalesce(t."fromUserId", excluded."fromUserId") END,
                "toUserId" = CASE WHEN p_hm THEN t."toUserId"
@@ -808,7 +811,8 @@ REVOKE ALL ON FUNCTION metacloud_apply_status(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_apply_statuses(text[], text[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_hooks_default(text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_process_event(text, text, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION metacloud_media_rows(text[], text[], jsonb[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_media_rows(text[], text[], jsonb[])
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_message_rows(boolean, text[], text[], text[],
                                               text[], jsonb[], text[], text[],
                                               text[], text[]) FROM PUBLIC;

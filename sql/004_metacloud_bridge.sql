@@ -641,6 +641,41 @@ BEGIN
 END
 $$;
 
+-- metacloud_bridge_plain(), _phone(), _user() ----------------------------
+-- Of a message event's sub-object (jsonb): whether the fast path below
+-- takes it (not a reaction, edit, revoke or system message), and its
+-- person as metacloud_bridge_default_on_message() finds it in the row:
+-- the sender of an inbound message, the recipient of an outbound one, else
+-- the matched contact.  SQL expressions, inlined where they are used (the
+-- fast path's two forms, and the batches of 011).
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_plain(m jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT coalesce(m ->> 'type' NOT IN ('REACTION', 'EDIT', 'REVOKE',
+                                         'SYSTEM'), true)
+$$;
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_phone(m jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN m ->> 'direction' = 'INBOUND'
+                THEN coalesce(m ->> 'from', m ->> 'contactWaId')
+                ELSE coalesce(m ->> 'to', m ->> 'contactWaId') END
+$$;
+
+CREATE OR REPLACE FUNCTION metacloud_bridge_user(m jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN m ->> 'direction' = 'INBOUND'
+                THEN coalesce(m ->> 'fromUserId', m ->> 'contactUserId')
+                ELSE coalesce(m ->> 'toUserId', m ->> 'contactUserId') END
+$$;
+
+
 -- metacloud_bridge_fast() ------------------------------------------------
 -- Whether the fast path below may run: the tables have the optional
 -- columns, and every hook a new message goes through is still the one 004
@@ -768,20 +803,11 @@ BEGIN
       FROM unnest(p_evs, p_orgs) WITH ORDINALITY AS d(e, org, k),
            LATERAL (SELECT d.e -> 'message') AS m(j),
            LATERAL (SELECT d.org IS NOT NULL AND jsonb_typeof(j) = 'object'
-                           AND coalesce(j ->> 'type' NOT IN ('REACTION',
-                                            'EDIT', 'REVOKE', 'SYSTEM'),
-                                        true),
+                           AND metacloud_bridge_plain(j),
                            j ->> 'direction' = 'INBOUND',
-                           CASE WHEN j ->> 'direction' = 'INBOUND'
-                                THEN coalesce(j ->> 'from', j ->> 'contactWaId')
-                                ELSE coalesce(j ->> 'to', j ->> 'contactWaId')
-                           END,
-                           CASE WHEN j ->> 'direction' = 'INBOUND'
-                                THEN coalesce(j ->> 'fromUserId',
-                                              j ->> 'contactUserId')
-                                ELSE coalesce(j ->> 'toUserId',
-                                              j ->> 'contactUserId')
-                           END) AS x(ok, inbound, phone, uid);
+                           metacloud_bridge_phone(j),
+                           metacloud_bridge_user(j))
+           AS x(ok, inbound, phone, uid);
 
     -- In one statement, for each element in turn: the lock of the row's
     -- insertion (the trigger of 003 takes it again: a row of this wamid
@@ -863,7 +889,8 @@ BEGIN
            AND ((l."phone" IS NULL AND d.phone IS NOT NULL)
                 OR (l."userId" IS NULL AND d.uid IS NOT NULL)
                 OR (d.name IS NOT NULL AND d.name IS DISTINCT FROM l."name")
-                OR (d.usr IS NOT NULL AND d.usr IS DISTINCT FROM l."username"));
+                OR (d.usr IS NOT NULL
+                    AND d.usr IS DISTINCT FROM l."username"));
 
         -- Conversation: metacloud_bridge_default_conversation()
         PERFORM pg_advisory_xact_lock(hashtextextended(
@@ -915,7 +942,8 @@ BEGIN
     nl AS (
         INSERT INTO "Lead" ("id", "organizationId", "phone", "userId",
                             "name", "username", "updatedAt")
-        SELECT d.lead, d.org, d.phone, d.uid, d.e -> 'message' ->> 'contactName',
+        SELECT d.lead, d.org, d.phone, d.uid,
+               d.e -> 'message' ->> 'contactName',
                d.e -> 'message' ->> 'contactUsername', now()
           FROM d WHERE d.new),
     nc AS (
@@ -1004,20 +1032,12 @@ DECLARE
     c        meta_cloud_messages;
 BEGIN
     handled := false;
-    IF j ->> 'type' IN ('REACTION', 'EDIT', 'REVOKE', 'SYSTEM')
-       OR NOT metacloud_bridge_fast()
-    THEN
+    IF NOT metacloud_bridge_plain(j) OR NOT metacloud_bridge_fast() THEN
         RETURN;
     END IF;
 
-    -- the person, as metacloud_bridge_default_on_message() finds it
-    IF v_in THEN
-        v_phone := coalesce(j ->> 'from', j ->> 'contactWaId');
-        v_uid := coalesce(j ->> 'fromUserId', j ->> 'contactUserId');
-    ELSE
-        v_phone := coalesce(j ->> 'to', j ->> 'contactWaId');
-        v_uid := coalesce(j ->> 'toUserId', j ->> 'contactUserId');
-    END IF;
+    v_phone := metacloud_bridge_phone(j);
+    v_uid := metacloud_bridge_user(j);
 
     -- In one statement, in this order: the lock of the row's insertion
     -- (the trigger of 003 takes it again: a row of this wamid committing
@@ -1382,6 +1402,9 @@ REVOKE ALL ON FUNCTION metacloud_bridge_prepare(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_prepare_set(text[], text[], jsonb[])
     FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_fast() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_plain(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_phone(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_bridge_user(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_bridge_leads_of(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_register_outbound(text, text, text, text, text, text, text) FROM PUBLIC;
 

@@ -38,8 +38,9 @@ $$;
 -- together (a batch of metacloud_ingest_group(), below): one INSERT of
 -- their event rows, one of their media rows, the bridge's fast path for
 -- all of them (metacloud_bridge_prepare_set(), 004), one INSERT of their
--- message rows, one of their raw rows.  What metacloud_ingest_one() would write for each,
--- with one statement per table instead of one per delivery and table: the
+-- message rows, one of their raw rows.  What metacloud_ingest_one() would
+-- write for each, with one statement per table instead of one per
+-- delivery and table: the
 -- start-up of a statement's plan and its PL/pgSQL call cost more than the
 -- rows of a text message.  A message the fast path does not take (its row
 -- exists, a hook replaced) goes through metacloud_process_event() alone.
@@ -296,19 +297,11 @@ BEGIN
                     AND v_events[k] -> 0 ->> 'eventType' IN ('message', 'echo')
                     AND metacloud_event_invalid(v_events[k] -> 0) IS NULL
                     AND jsonb_typeof(m) = 'object'
-                    AND coalesce(m ->> 'type' NOT IN ('REACTION', 'EDIT',
-                                     'REVOKE', 'SYSTEM'), true);
+                    AND metacloud_bridge_plain(m);
             IF v_ok THEN
                 -- the person, as metacloud_bridge_prepare_set() finds it
-                IF m ->> 'direction' = 'INBOUND' THEN
-                    v_phone := coalesce(m ->> 'from', m ->> 'contactWaId');
-                    v_uid := coalesce(m ->> 'fromUserId',
-                                      m ->> 'contactUserId');
-                ELSE
-                    v_phone := coalesce(m ->> 'to', m ->> 'contactWaId');
-                    v_uid := coalesce(m ->> 'toUserId',
-                                      m ->> 'contactUserId');
-                END IF;
+                v_phone := metacloud_bridge_phone(m);
+                v_uid := metacloud_bridge_user(m);
                 IF (v_phone = ANY (v_phones) OR v_uid = ANY (v_uids))
                    IS NOT TRUE
                 THEN
@@ -333,6 +326,7 @@ BEGIN
         u := 0;
         LOOP
             v_res := NULL;
+            result := NULL;
             error := NULL;
             BEGIN
                 IF u = 0 THEN
@@ -344,7 +338,6 @@ BEGIN
                     END IF;
                 ELSE
                     ord := v_alone[u];
-                    result := NULL;
                     result := metacloud_ingest_one(bodies[ord], v_events[ord],
                                                    v_infos[ord]);
                 END IF;
