@@ -91,17 +91,21 @@ INSERT INTO deliveries VALUES
 -- what a user reads, without ids and clock times
 CREATE FUNCTION pg_temp.snapshot() RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object(
-        'requests', (SELECT jsonb_agg(jsonb_build_object(
-                         'body', convert_from(r."body", 'UTF8'),
-                         'outcome', r."outcome", 'error', r."error",
-                         'signatureChecked', r."signatureChecked",
-                         'eventCount', r."eventCount",
-                         'inserted', r."inserted",
-                         'duplicate', r."duplicate", 'failed', r."failed",
-                         'unrouted', r."unrouted", 'pending', r."pending",
-                         'sha', r."sha256" = sha256(r."body"))
-                         ORDER BY convert_from(r."body", 'UTF8'))
-                       FROM meta_cloud_webhook_requests r),
+        -- two bodies are the same (wamid.Bdup, sent again): the whole
+        -- row breaks the tie, or their order is the heap's
+        'requests', (SELECT jsonb_agg(x ORDER BY x ->> 'body', x)
+                       FROM (SELECT jsonb_build_object(
+                                 'body', convert_from(r."body", 'UTF8'),
+                                 'outcome', r."outcome", 'error', r."error",
+                                 'signatureChecked', r."signatureChecked",
+                                 'eventCount', r."eventCount",
+                                 'inserted', r."inserted",
+                                 'duplicate', r."duplicate",
+                                 'failed', r."failed",
+                                 'unrouted', r."unrouted",
+                                 'pending', r."pending",
+                                 'sha', r."sha256" = sha256(r."body"))
+                               FROM meta_cloud_webhook_requests r) AS q(x)),
         'events', (SELECT jsonb_agg(jsonb_build_object(
                        'key', w."webhookId", 'type', w."eventType",
                        'org', w."organizationId", 'processed', w."processed",
