@@ -178,8 +178,7 @@ DROP FUNCTION IF EXISTS metacloud_bridge_status_default();
 -- metacloud_apply_statuses() ----------------------------------------------
 -- Records status sub-objects against their messages, in a few statements
 -- whatever their number: p_event_ids, p_phones (the number of each) and
--- p_statuses (the sub-objects) side by side, in key order.  Takes each
--- (number, wamid) lock the pending-status trigger takes, inserts every
+-- p_statuses (the sub-objects) side by side, in key order.  Inserts every
 -- status whose message is known, raises "currentStatus" in one UPDATE
 -- (never down the ladder of metacloud_status_rank(): the highest rank, the
 -- first of equals), then the bridge: the default rule as two UPDATEs, or a
@@ -187,6 +186,12 @@ DROP FUNCTION IF EXISTS metacloud_bridge_status_default();
 -- whose status was recorded (NULL: none); the others wait for their
 -- message.  Used by metacloud_ingest_set() for a whole delivery and by
 -- metacloud_apply_status() for one.
+--
+-- The race with a message committing now: only a status whose message was
+-- not found takes the (number, wamid) lock that the message's insert and
+-- the pending-status trigger take, and looks again; a message found is
+-- committed (or this transaction's own), and its status needs no lock.
+-- (Every status took it before: 3.9% of a 50-status delivery, pgbench.)
 
 CREATE OR REPLACE FUNCTION metacloud_apply_statuses(p_event_ids text[],
     p_phones text[], p_statuses jsonb[])
@@ -199,6 +204,12 @@ DECLARE
     v_status_ids  text[];
     v_status_msg  text[];
     v_status_st   text[];
+    v_ids         text[] := p_event_ids;    -- this pass's statuses
+    v_phones      text[] := p_phones;
+    v_sts         jsonb[] := p_statuses;
+    v_pos         int[];                    -- their places in key order
+    v_got         int[];                    -- the places recorded
+    v_first       int[];                    -- by the first pass
     v_never       boolean := false;     -- metacloud_hooks_default()
 BEGIN
     IF EXISTS (SELECT FROM unnest(p_statuses) s
@@ -206,83 +217,113 @@ BEGIN
     THEN
         RAISE EXCEPTION 'status event without a status object';
     END IF;
-
-    -- The lock of each (number, wamid), in one sorted pass: a
-    -- message of these wamids committing now is waited for, then seen.
-    PERFORM pg_advisory_xact_lock(l.a, l.b)
-       FROM (SELECT DISTINCT
-                    hashtext(x.phone) AS a,
-                    hashtext(x.st ->> 'wamid') AS b
-               FROM unnest(p_phones, p_statuses) AS x(phone, st)
-              ORDER BY 1, 2) l;
+    v_pos := ARRAY(SELECT generate_subscripts(p_event_ids, 1));
 
     -- every status whose message is known, in one statement (the
     -- sub-object's keys are the column names: docs/EVENTS.md), and
-    -- "currentStatus" raised in one UPDATE, never down the ladder
-    WITH s AS (
-        SELECT u.event_id, u.phone, u.st, u.n
-          FROM unnest(p_event_ids, p_phones, p_statuses)
-               WITH ORDINALITY AS u(event_id, phone, st, n)
-    ), ins AS (
-        INSERT INTO meta_cloud_message_statuses
-               ("id", "messageId", "webhookEventId", "status",
-                "timestamp", "statusAt", "recipientId", "errorCode",
-                "errorTitle", "errorMessage", "errorDetails",
-                "pricingModel", "pricingCategory", "createdAt", "wamid",
-                "statusRaw", "recipientUserId", "recipientParentUserId",
-                "recipientType", "recipientParticipantId",
-                "recipientParticipantUserId", "errorHref",
-                "pricingType", "billable", "conversationId",
-                "conversationOriginType", "conversationExpiresAt",
-                "bizOpaqueCallbackData", "updatedAt")
-        SELECT metacloud_new_id(), m."id", s.event_id, r."status",
-               r."timestamp",
-               coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
-                        now()),
-               r."recipientId", r."errorCode", r."errorTitle",
-               r."errorMessage", r."errorDetails", r."pricingModel",
-               r."pricingCategory", now(), r."wamid", r."statusRaw",
-               r."recipientUserId", r."recipientParentUserId",
-               r."recipientType", r."recipientParticipantId",
-               r."recipientParticipantUserId", r."errorHref",
-               r."pricingType", r."billable", r."conversationId",
-               r."conversationOriginType",
-               to_timestamp((s.st ->> 'conversationExpiresAt')::bigint),
-               r."bizOpaqueCallbackData", now()
-          FROM s
-          JOIN meta_cloud_messages m
-            ON m."phoneNumberId" = s.phone
-           AND m."wamid" = s.st ->> 'wamid'
-         CROSS JOIN LATERAL jsonb_populate_record(
-                   NULL::meta_cloud_message_statuses,
-                   s.st - 'conversationExpiresAt') AS r
-         ORDER BY s.n
-        RETURNING "id", "messageId", "webhookEventId", "status",
-                  "statusAt"
-    ), best AS (
-        -- per message, what the loop left current: the highest rank,
-        -- the first of equals in key order
-        SELECT DISTINCT ON (ins."messageId") ins."messageId",
-               ins."status", ins."statusAt",
-               metacloud_status_rank(ins."status") AS rank
-          FROM ins JOIN s ON s.event_id = ins."webhookEventId"
-         ORDER BY ins."messageId",
-                  metacloud_status_rank(ins."status") DESC, s.n
-    ), up AS (
-        UPDATE meta_cloud_messages t
-           SET "currentStatus" = b."status",
-               "lastStatusUpdate" = b."statusAt",
-               "updatedAt" = now()
-          FROM best b
-         WHERE t."id" = b."messageId"
-           AND metacloud_status_rank(t."currentStatus") < b.rank
-    )
-    SELECT array_agg(ins."webhookEventId" ORDER BY s.n),
-           array_agg(ins."id" ORDER BY s.n),
-           array_agg(ins."messageId" ORDER BY s.n),
-           array_agg(ins."status"::text ORDER BY s.n)
-      INTO v_done, v_status_ids, v_status_msg, v_status_st
-      FROM ins JOIN s ON s.event_id = ins."webhookEventId";
+    -- "currentStatus" raised in one UPDATE, never down the ladder; a
+    -- second pass for those whose message was not found, after their locks
+    FOR pass IN 1 .. 2 LOOP
+        WITH s AS (
+            SELECT u.event_id, u.phone, u.st, u.n
+              FROM unnest(v_ids, v_phones, v_sts, v_pos)
+                   AS u(event_id, phone, st, n)
+        ), ins AS (
+            INSERT INTO meta_cloud_message_statuses
+                   ("id", "messageId", "webhookEventId", "status",
+                    "timestamp", "statusAt", "recipientId", "errorCode",
+                    "errorTitle", "errorMessage", "errorDetails",
+                    "pricingModel", "pricingCategory", "createdAt", "wamid",
+                    "statusRaw", "recipientUserId", "recipientParentUserId",
+                    "recipientType", "recipientParticipantId",
+                    "recipientParticipantUserId", "errorHref",
+                    "pricingType", "billable", "conversationId",
+                    "conversationOriginType", "conversationExpiresAt",
+                    "bizOpaqueCallbackData", "updatedAt")
+            SELECT metacloud_new_id(), m."id", s.event_id, r."status",
+                   r."timestamp",
+                   coalesce(to_timestamp((s.st ->> 'timestamp')::bigint),
+                            now()),
+                   r."recipientId", r."errorCode", r."errorTitle",
+                   r."errorMessage", r."errorDetails", r."pricingModel",
+                   r."pricingCategory", now(), r."wamid", r."statusRaw",
+                   r."recipientUserId", r."recipientParentUserId",
+                   r."recipientType", r."recipientParticipantId",
+                   r."recipientParticipantUserId", r."errorHref",
+                   r."pricingType", r."billable", r."conversationId",
+                   r."conversationOriginType",
+                   to_timestamp((s.st ->> 'conversationExpiresAt')::bigint),
+                   r."bizOpaqueCallbackData", now()
+              FROM s
+              JOIN meta_cloud_messages m
+                ON m."phoneNumberId" = s.phone
+               AND m."wamid" = s.st ->> 'wamid'
+             CROSS JOIN LATERAL jsonb_populate_record(
+                       NULL::meta_cloud_message_statuses,
+                       s.st - 'conversationExpiresAt') AS r
+             ORDER BY s.n
+            RETURNING "id", "messageId", "webhookEventId", "status",
+                      "statusAt"
+        ), best AS (
+            -- per message, what the loop left current: the highest rank,
+            -- the first of equals in key order
+            SELECT DISTINCT ON (ins."messageId") ins."messageId",
+                   ins."status", ins."statusAt",
+                   metacloud_status_rank(ins."status") AS rank
+              FROM ins JOIN s ON s.event_id = ins."webhookEventId"
+             ORDER BY ins."messageId",
+                      metacloud_status_rank(ins."status") DESC, s.n
+        ), up AS (
+            UPDATE meta_cloud_messages t
+               SET "currentStatus" = b."status",
+                   "lastStatusUpdate" = b."statusAt",
+                   "updatedAt" = now()
+              FROM best b
+             WHERE t."id" = b."messageId"
+               AND metacloud_status_rank(t."currentStatus") < b.rank
+        )
+        SELECT v_done || array_agg(ins."webhookEventId" ORDER BY s.n),
+               v_status_ids || array_agg(ins."id" ORDER BY s.n),
+               v_status_msg || array_agg(ins."messageId" ORDER BY s.n),
+               v_status_st || array_agg(ins."status"::text ORDER BY s.n),
+               array_agg(s.n ORDER BY s.n)
+          INTO v_done, v_status_ids, v_status_msg, v_status_st, v_got
+          FROM ins JOIN s ON s.event_id = ins."webhookEventId";
+
+        IF pass = 2 THEN
+            -- the second pass's among the first's, in key order (the
+            -- hooks below are called in that order)
+            IF v_got IS NOT NULL THEN
+                SELECT array_agg(x.d ORDER BY x.o),
+                       array_agg(x.i ORDER BY x.o),
+                       array_agg(x.m ORDER BY x.o),
+                       array_agg(x.t ORDER BY x.o)
+                  INTO v_done, v_status_ids, v_status_msg, v_status_st
+                  FROM unnest(v_done, v_status_ids, v_status_msg,
+                              v_status_st, v_first || v_got)
+                       AS x(d, i, m, t, o);
+            END IF;
+            EXIT;
+        END IF;
+        EXIT WHEN coalesce(cardinality(v_got), 0) = cardinality(v_ids);
+
+        -- the ones not found: each (number, wamid) lock, in one sorted
+        -- pass (a message of theirs committing now is waited for, then
+        -- seen by the next statement)
+        v_first := coalesce(v_got, '{}');
+        SELECT array_agg(x.id ORDER BY x.n), array_agg(x.phone ORDER BY x.n),
+               array_agg(x.st ORDER BY x.n), array_agg(x.n ORDER BY x.n)
+          INTO v_ids, v_phones, v_sts, v_pos
+          FROM unnest(v_ids, v_phones, v_sts, v_pos) AS x(id, phone, st, n)
+         WHERE x.n <> ALL (v_first);
+
+        PERFORM pg_advisory_xact_lock(l.a, l.b)
+           FROM (SELECT DISTINCT
+                        hashtext(x.phone) AS a,
+                        hashtext(x.st ->> 'wamid') AS b
+                   FROM unnest(v_phones, v_sts) AS x(phone, st)
+                  ORDER BY 1, 2) l;
+    END LOOP;
 
     -- are the status hooks still the defaults of 004?
     -- (metacloud_hooks_default() above: read when this is planned)

@@ -16,7 +16,10 @@
 #      (held lock: both have done their work before either commits): the
 #      status is applied, nothing stays pending;
 #   5. a replaced status hook is used at once by the sessions already
-#      running.
+#      running;
+#   6. in one delivery, a status whose message commits at that moment
+#      (found on a second look, once its lock is free) beside one found
+#      at once: both recorded, the hook called in key order.
 #
 # Run: make test T=t/46-bridge-statuses.t   (PROVE_FLAGS=-v)
 use strict;
@@ -222,6 +225,37 @@ is(one('SELECT count(*) FROM hot_log'), 4,
    . 'called for each status');
 is_deeply(statuses($hot[0]), ['READ', 'DELIVERED', undef],
           'replaced, sessions running: the default rule no longer runs');
+
+# ======================================================================
+# 6. one status found at once, one whose message commits at the same
+# moment (the echo holds its (number, wamid) lock first: the status looks
+# again once it has it): both recorded, and the platform's hook called in
+# key order, the second look's first
+
+my ($WA, $WB) = ('wamid.BRIDGE-ORDER-A', 'wamid.BRIDGE-ORDER-B');
+register($WB);
+$t->sql(q{DELETE FROM hot_log; ALTER TABLE hot_log ADD COLUMN n serial});
+@answers = $b->race('two statuses, one message at once', in_order => 1,
+                    bodies => [
+    $b->body('meta_echo_text', contacts => undef, item => sub {
+        $_[0]{id} = $WA }),
+    $b->body('pywa_status_read_cbp', item => sub {
+        my ($i, $v) = @_;
+        @$i{qw(id timestamp recipient_id)} = ($WA, '1749400600', $CUST);
+        push @{ $v->{statuses} }, { %$i, id => $WB };
+    }),
+]);
+is_deeply([map { $_->[1] && $_->[1]{statusesProcessed} } @answers], [0, 2],
+          'second look: both statuses recorded by their delivery');
+is_deeply([map { statuses($_)->[0] } $WA, $WB], ['READ', 'READ'],
+          'second look: both messages READ');
+is(one(q{SELECT string_agg(s."wamid", ' ' ORDER BY h.n)
+           FROM hot_log h
+           JOIN meta_cloud_message_statuses s ON s."id" = h.status_id}),
+   "$WA $WB", 'second look: the hook called in key order');
+is(one(q{SELECT count(*) FROM meta_cloud_webhook_events
+          WHERE NOT "processed" OR "error" IS NOT NULL}), 0,
+   'second look: nothing waits for its message');
 
 $t->stop;
 done_testing;

@@ -161,8 +161,10 @@ sub release {
 # race($label, table => $t, bodies => [...]): hold() on the table, the
 # bodies are sent at once, the suite waits until every delivery's backend
 # waits on a lock (the table, or a lock the bridge takes before it), and
-# releases: every delivery has done its work before any commits.  Returns
-# the answers [status, decoded, raw].
+# releases: every delivery has done its work before any commits.  With
+# in_order => 1, each body is sent once the ones before it wait: the
+# locks they take are theirs first.  Returns the answers [status,
+# decoded, raw].
 sub race {
     my ($self, $label, %o) = @_;
     my $t = $self->{t};
@@ -173,19 +175,23 @@ sub race {
     $self->hold($label, $table);
 
     my $before = $t->sql1('SELECT count(*) FROM meta_cloud_webhook_requests');
-    my @socks = map { $t->post_signed($URI, $_, nowait => 1, timeout => 60) }
-                @bodies;
-
-    my $waiting = 0;
-    my $deadline = time + 30 * $tf;
-    while (time < $deadline) {
-        $waiting = $t->sql1(q{SELECT count(DISTINCT pid) FROM pg_stat_activity
-            WHERE usename = 'metacloud_module'
-              AND datname = current_database()
-              AND wait_event_type = 'Lock'
-              AND query LIKE '%metacloud_ingest%'});
-        last if $waiting >= @bodies;
-        sleep 0.05;
+    my (@socks, $waiting);
+    for my $k (0 .. $#bodies) {
+        push @socks, $t->post_signed($URI, $bodies[$k], nowait => 1,
+                                     timeout => 60);
+        next if !$o{in_order} && $k < $#bodies;
+        $waiting = 0;
+        my $deadline = time + 30 * $tf;
+        while (time < $deadline) {
+            $waiting = $t->sql1(q{SELECT count(DISTINCT pid)
+                  FROM pg_stat_activity
+                 WHERE usename = 'metacloud_module'
+                   AND datname = current_database()
+                   AND wait_event_type = 'Lock'
+                   AND query LIKE '%metacloud_ingest%'});
+            last if $waiting >= $k + 1;
+            sleep 0.05;
+        }
     }
     is($waiting, scalar @bodies,
        "$label: every delivery seen waiting on a lock, none committed")
