@@ -255,8 +255,13 @@ DECLARE
     v_type1     text;
     v_invalid1  text;
     v_id1       text;
-    cur         refcursor;
-    ev          record;
+    a_id        text[];     -- the new events, in key order
+    a_org       text[];
+    a_e         jsonb[];
+    a_type      text[];
+    a_invalid   text[];
+    v_msgs      int[];      -- which of them go through the per-event rules
+    i           int;
     v_st_ids    text[];
     v_st_phones text[];
     v_st_objs   jsonb[];
@@ -275,10 +280,9 @@ BEGIN
     -- key given twice in the body is inserted once, by its first event, as
     -- the loop did (the others count as duplicates).  A delivery is nearly
     -- always one scope: the first is routed here once, any other in the
-    -- statement.
-    -- 2. each new event as it comes back, in key order: messages, echoes,
-    -- history and contacts through the per-event rules (and the bridge's
-    -- hooks); statuses gathered for the statements below.
+    -- statement.  The new ones come back as arrays in key order (not a
+    -- cursor: a fetch and a record per event cost a 50-status delivery
+    -- more than the statements that read them).
     e1 := events -> 0;
     v_scope1 := coalesce(e1 ->> 'scope', 'invalid');
     v_org1 := metacloud_route(v_scope1);
@@ -292,78 +296,111 @@ BEGIN
         v_id1 := metacloud_event_row(p_raw_id, v_scope1,
                                      metacloud_event_key(e1, p_sha, 1),
                                      v_type1, v_invalid1, v_org1, e1);
-        OPEN cur FOR
-            SELECT v_id1 AS id, v_org1 AS org, e1 AS e, v_type1 AS type,
-                   v_invalid1 AS invalid
-             WHERE v_id1 IS NOT NULL;
-    ELSE
-        OPEN cur FOR
-            WITH d AS (
-                SELECT DISTINCT ON (i.scope, i.key) i.*,
-                       CASE WHEN i.scope = v_scope1 THEN v_org1
-                            ELSE metacloud_route(i.scope) END AS org
-                  FROM (SELECT x.n, x.e,
-                               coalesce(x.e ->> 'scope', 'invalid') AS scope,
-                               metacloud_event_key(x.e, p_sha, x.n) AS key,
-                               coalesce(x.e ->> 'eventType', 'generic')
-                                   AS type,
-                               metacloud_event_invalid(x.e) AS invalid
-                          FROM jsonb_array_elements(events)
-                               WITH ORDINALITY AS x(e, n)) AS i
-                 ORDER BY i.scope, i.key, i.n
-            ), ins AS (
-                INSERT INTO meta_cloud_webhook_events AS w
-                       ("webhookId", "eventType", "phoneNumberId",
-                        "organizationId", "processed", "processedAt", "error",
-                        "payload", "receivedAt", "scope", "field", "wabaId",
-                        "rawRequestId", "unrouted", "event", "updatedAt")
-                SELECT d.key, d.type, d.e ->> 'phoneNumberId', d.org,
-                       d.invalid IS NULL AND d.org IS NOT NULL,
-                       CASE WHEN d.invalid IS NULL AND d.org IS NOT NULL
-                            THEN now() END,
-                       d.invalid, coalesce(d.e -> 'payload', 'null'::jsonb),
-                       now(), d.scope, d.e ->> 'field', d.e ->> 'wabaId',
-                       p_raw_id, d.org IS NULL, d.e - 'payload', now()
-                  FROM d
-                 ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
-                ON CONFLICT ("scope", "webhookId") DO NOTHING
-                RETURNING w."id", w."scope", w."webhookId"
-            )
-            SELECT ins."id", d.org, d.e, d.type, d.invalid
-              FROM ins
-              JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId"
-             ORDER BY d.scope COLLATE "C", d.key COLLATE "C";
-    END IF;
-
-    LOOP
-        FETCH cur INTO ev;
-        EXIT WHEN NOT FOUND;
-        n_inserted := n_inserted + 1;
-        IF ev.invalid IS NOT NULL THEN
-            n_failed := n_failed + 1;
-        ELSIF ev.org IS NULL THEN
-            n_unrouted := n_unrouted + 1;
-        ELSIF ev.type = 'status' THEN
-            v_st_ids := v_st_ids || ev.id;
-            v_st_phones := v_st_phones || coalesce(ev.e ->> 'phoneNumberId',
-                                                   ev.e ->> 'scope');
-            v_st_objs := v_st_objs || (ev.e -> 'status');
-        ELSIF ev.type IN ('message', 'echo', 'history_message',
-                         'history_media', 'state_sync')
-        THEN
-            p := metacloud_process_event(ev.id, ev.org, ev.e);
-            IF ev.type <> 'state_sync' THEN
-                n_msg_ok := n_msg_ok + 1;
-            END IF;
-            IF p.media_id IS NOT NULL THEN
-                v_media := v_media || jsonb_build_array(
-                               jsonb_build_object('id', p.media_id,
-                                                  'mediaId',
-                                                  p.meta_media_id));
+        -- (and its counts here: the statement of step 2 sets up a sort
+        -- per aggregate, 0.18 ms for one row)
+        IF v_id1 IS NOT NULL THEN
+            a_id := ARRAY[v_id1];
+            a_org := ARRAY[v_org1];
+            a_e := ARRAY[e1];
+            a_type := ARRAY[v_type1];
+            n_inserted := 1;
+            IF v_invalid1 IS NOT NULL THEN
+                n_failed := 1;
+            ELSIF v_org1 IS NULL THEN
+                n_unrouted := 1;
+            ELSIF v_type1 = 'status' THEN
+                v_st_ids := a_id;
+                v_st_phones := ARRAY[coalesce(e1 ->> 'phoneNumberId',
+                                              e1 ->> 'scope')];
+                v_st_objs := ARRAY[e1 -> 'status'];
+            ELSIF v_type1 IN ('message', 'echo', 'history_message',
+                              'history_media', 'state_sync')
+            THEN
+                v_msgs := ARRAY[1];
             END IF;
         END IF;
+    ELSE
+        WITH d AS (
+            SELECT DISTINCT ON (i.scope, i.key) i.*,
+                   CASE WHEN i.scope = v_scope1 THEN v_org1
+                        ELSE metacloud_route(i.scope) END AS org
+              FROM (SELECT x.n, x.e,
+                           coalesce(x.e ->> 'scope', 'invalid') AS scope,
+                           metacloud_event_key(x.e, p_sha, x.n) AS key,
+                           coalesce(x.e ->> 'eventType', 'generic')
+                               AS type,
+                           metacloud_event_invalid(x.e) AS invalid
+                      FROM jsonb_array_elements(events)
+                           WITH ORDINALITY AS x(e, n)) AS i
+             ORDER BY i.scope, i.key, i.n
+        ), ins AS (
+            INSERT INTO meta_cloud_webhook_events AS w
+                   ("webhookId", "eventType", "phoneNumberId",
+                    "organizationId", "processed", "processedAt", "error",
+                    "payload", "receivedAt", "scope", "field", "wabaId",
+                    "rawRequestId", "unrouted", "event", "updatedAt")
+            SELECT d.key, d.type, d.e ->> 'phoneNumberId', d.org,
+                   d.invalid IS NULL AND d.org IS NOT NULL,
+                   CASE WHEN d.invalid IS NULL AND d.org IS NOT NULL
+                        THEN now() END,
+                   d.invalid, coalesce(d.e -> 'payload', 'null'::jsonb),
+                   now(), d.scope, d.e ->> 'field', d.e ->> 'wabaId',
+                   p_raw_id, d.org IS NULL, d.e - 'payload', now()
+              FROM d
+             ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
+            ON CONFLICT ("scope", "webhookId") DO NOTHING
+            RETURNING w."id", w."scope", w."webhookId"
+        )
+        SELECT array_agg(ins."id" ORDER BY d.scope COLLATE "C",
+                                           d.key COLLATE "C"),
+               array_agg(d.org ORDER BY d.scope COLLATE "C",
+                                        d.key COLLATE "C"),
+               array_agg(d.e ORDER BY d.scope COLLATE "C",
+                                      d.key COLLATE "C"),
+               array_agg(d.type ORDER BY d.scope COLLATE "C",
+                                         d.key COLLATE "C"),
+               array_agg(d.invalid ORDER BY d.scope COLLATE "C",
+                                            d.key COLLATE "C")
+          INTO a_id, a_org, a_e, a_type, a_invalid
+          FROM ins
+          JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId";
+
+        -- 2. the counts; the statuses gathered for the statements below
+        SELECT count(*), count(*) FILTER (WHERE x.invalid IS NOT NULL),
+               count(*) FILTER (WHERE x.invalid IS NULL AND x.org IS NULL),
+               array_agg(x.id ORDER BY x.k)
+                   FILTER (WHERE x.st),
+               array_agg(coalesce(x.e ->> 'phoneNumberId', x.e ->> 'scope')
+                         ORDER BY x.k) FILTER (WHERE x.st),
+               array_agg(x.e -> 'status' ORDER BY x.k) FILTER (WHERE x.st),
+               array_agg(x.k ORDER BY x.k)
+                   FILTER (WHERE x.invalid IS NULL AND x.org IS NOT NULL
+                             AND x.type IN ('message', 'echo',
+                                            'history_message',
+                                            'history_media', 'state_sync'))
+          INTO n_inserted, n_failed, n_unrouted, v_st_ids, v_st_phones,
+               v_st_objs, v_msgs
+          FROM (SELECT u.*,
+                       u.invalid IS NULL AND u.org IS NOT NULL
+                       AND u.type = 'status' AS st
+                  FROM unnest(a_id, a_org, a_e, a_type, a_invalid)
+                       WITH ORDINALITY
+                       AS u(id, org, e, type, invalid, k)) AS x;
+    END IF;
+
+    -- the message, echo, history and state-sync events through the
+    -- per-event rules (and the bridge's hooks), in key order
+    FOREACH i IN ARRAY coalesce(v_msgs, '{}') LOOP
+        p := metacloud_process_event(a_id[i], a_org[i], a_e[i]);
+        IF a_type[i] <> 'state_sync' THEN
+            n_msg_ok := n_msg_ok + 1;
+        END IF;
+        IF p.media_id IS NOT NULL THEN
+            v_media := v_media || jsonb_build_array(
+                           jsonb_build_object('id', p.media_id,
+                                              'mediaId', p.meta_media_id));
+        END IF;
     END LOOP;
-    CLOSE cur;
 
     -- 3. statuses, all in one call (the rule of 003, which a single
     -- status goes through too); the others wait for their message
