@@ -40,8 +40,9 @@ $$;
 -- metacloud_event_key(), metacloud_event_invalid(), metacloud_event_row() --
 -- An event's key and why it is invalid, as every path reads them: an event
 -- without scope or webhookId is kept anyway, keyed so that a retry of the
--- same body is a duplicate, and marked failed.  The first two are SQL
--- expressions the planner inlines (no call per event); the third is the
+-- same body is a duplicate, and marked failed.  The first two (and
+-- metacloud_event_way(), what the set-based path does with an event) are
+-- SQL expressions the planner inlines (no call per event); the third is the
 -- event's row alone, for the loop of metacloud_ingest_each() and a
 -- delivery of one event.  Only called from the functions below: no
 -- search_path of their own.
@@ -63,6 +64,21 @@ AS $$
                     CASE WHEN e ->> 'scope' IS NULL
                               OR e ->> 'webhookId' IS NULL
                          THEN 'event without scope or webhookId' END)
+$$;
+
+-- what metacloud_ingest_set() does with a new event: 'status' (the
+-- statuses' statements), 'rules' (metacloud_process_event()), or NULL
+-- (failed or unrouted, as its row says, or a type only kept)
+CREATE OR REPLACE FUNCTION metacloud_event_way(p_type text, p_invalid text,
+    p_org text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN p_invalid IS NOT NULL OR p_org IS NULL THEN NULL
+                WHEN p_type = 'status' THEN 'status'
+                WHEN p_type IN ('message', 'echo', 'history_message',
+                                'history_media', 'state_sync')
+                THEN 'rules' END
 $$;
 
 -- the row's id, NULL when its key is here already (a duplicate)
@@ -255,13 +271,10 @@ DECLARE
     v_type1     text;
     v_invalid1  text;
     v_id1       text;
-    a_id        text[];     -- the new events, in key order
-    a_org       text[];
+    a_id        text[];     -- the new events for the per-event rules,
+    a_org       text[];     -- in key order
     a_e         jsonb[];
     a_type      text[];
-    a_invalid   text[];
-    v_msgs      int[];      -- which of them go through the per-event rules
-    i           int;
     v_st_ids    text[];
     v_st_phones text[];
     v_st_objs   jsonb[];
@@ -280,9 +293,12 @@ BEGIN
     -- key given twice in the body is inserted once, by its first event, as
     -- the loop did (the others count as duplicates).  A delivery is nearly
     -- always one scope: the first is routed here once, any other in the
-    -- statement.  The new ones come back as arrays in key order (not a
-    -- cursor: a fetch and a record per event cost a 50-status delivery
-    -- more than the statements that read them).
+    -- statement.
+    -- 2. what came back, in key order, as counts and arrays (not a cursor:
+    -- a fetch and a record per event cost a 50-status delivery more than
+    -- the statements that read them): the statuses for the statements
+    -- below, the message, echo, history and state-sync events for the
+    -- per-event rules (and the bridge's hooks).
     e1 := events -> 0;
     v_scope1 := coalesce(e1 ->> 'scope', 'invalid');
     v_org1 := metacloud_route(v_scope1);
@@ -296,27 +312,24 @@ BEGIN
         v_id1 := metacloud_event_row(p_raw_id, v_scope1,
                                      metacloud_event_key(e1, p_sha, 1),
                                      v_type1, v_invalid1, v_org1, e1);
-        -- (and its counts here: the statement of step 2 sets up a sort
-        -- per aggregate, 0.18 ms for one row)
+        -- (and step 2 here: the statement below sets up a sort per
+        -- aggregate, 0.18 ms for one row)
         IF v_id1 IS NOT NULL THEN
-            a_id := ARRAY[v_id1];
-            a_org := ARRAY[v_org1];
-            a_e := ARRAY[e1];
-            a_type := ARRAY[v_type1];
             n_inserted := 1;
             IF v_invalid1 IS NOT NULL THEN
                 n_failed := 1;
             ELSIF v_org1 IS NULL THEN
                 n_unrouted := 1;
-            ELSIF v_type1 = 'status' THEN
-                v_st_ids := a_id;
+            ELSIF metacloud_event_way(v_type1, NULL, v_org1) = 'status' THEN
+                v_st_ids := ARRAY[v_id1];
                 v_st_phones := ARRAY[coalesce(e1 ->> 'phoneNumberId',
                                               e1 ->> 'scope')];
                 v_st_objs := ARRAY[e1 -> 'status'];
-            ELSIF v_type1 IN ('message', 'echo', 'history_message',
-                              'history_media', 'state_sync')
-            THEN
-                v_msgs := ARRAY[1];
+            ELSIF metacloud_event_way(v_type1, NULL, v_org1) = 'rules' THEN
+                a_id := ARRAY[v_id1];
+                a_org := ARRAY[v_org1];
+                a_e := ARRAY[e1];
+                a_type := ARRAY[v_type1];
             END IF;
         END IF;
     ELSE
@@ -350,47 +363,32 @@ BEGIN
              ORDER BY d.scope COLLATE "C", d.key COLLATE "C"
             ON CONFLICT ("scope", "webhookId") DO NOTHING
             RETURNING w."id", w."scope", w."webhookId"
+        ), r AS (
+            SELECT ins."id", d.org, d.e, d.type, d.invalid,
+                   row_number() OVER (ORDER BY d.scope COLLATE "C",
+                                               d.key COLLATE "C") AS k,
+                   metacloud_event_way(d.type, d.invalid, d.org) AS way
+              FROM ins
+              JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId"
         )
-        SELECT array_agg(ins."id" ORDER BY d.scope COLLATE "C",
-                                           d.key COLLATE "C"),
-               array_agg(d.org ORDER BY d.scope COLLATE "C",
-                                        d.key COLLATE "C"),
-               array_agg(d.e ORDER BY d.scope COLLATE "C",
-                                      d.key COLLATE "C"),
-               array_agg(d.type ORDER BY d.scope COLLATE "C",
-                                         d.key COLLATE "C"),
-               array_agg(d.invalid ORDER BY d.scope COLLATE "C",
-                                            d.key COLLATE "C")
-          INTO a_id, a_org, a_e, a_type, a_invalid
-          FROM ins
-          JOIN d ON d.scope = ins."scope" AND d.key = ins."webhookId";
-
-        -- 2. the counts; the statuses gathered for the statements below
-        SELECT count(*), count(*) FILTER (WHERE x.invalid IS NOT NULL),
-               count(*) FILTER (WHERE x.invalid IS NULL AND x.org IS NULL),
-               array_agg(x.id ORDER BY x.k)
-                   FILTER (WHERE x.st),
-               array_agg(coalesce(x.e ->> 'phoneNumberId', x.e ->> 'scope')
-                         ORDER BY x.k) FILTER (WHERE x.st),
-               array_agg(x.e -> 'status' ORDER BY x.k) FILTER (WHERE x.st),
-               array_agg(x.k ORDER BY x.k)
-                   FILTER (WHERE x.invalid IS NULL AND x.org IS NOT NULL
-                             AND x.type IN ('message', 'echo',
-                                            'history_message',
-                                            'history_media', 'state_sync'))
+        SELECT count(*), count(*) FILTER (WHERE r.invalid IS NOT NULL),
+               count(*) FILTER (WHERE r.invalid IS NULL AND r.org IS NULL),
+               array_agg(r.id ORDER BY r.k) FILTER (WHERE r.way = 'status'),
+               array_agg(coalesce(r.e ->> 'phoneNumberId', r.e ->> 'scope')
+                         ORDER BY r.k) FILTER (WHERE r.way = 'status'),
+               array_agg(r.e -> 'status' ORDER BY r.k)
+                   FILTER (WHERE r.way = 'status'),
+               array_agg(r.id ORDER BY r.k) FILTER (WHERE r.way = 'rules'),
+               array_agg(r.org ORDER BY r.k) FILTER (WHERE r.way = 'rules'),
+               array_agg(r.e ORDER BY r.k) FILTER (WHERE r.way = 'rules'),
+               array_agg(r.type ORDER BY r.k) FILTER (WHERE r.way = 'rules')
           INTO n_inserted, n_failed, n_unrouted, v_st_ids, v_st_phones,
-               v_st_objs, v_msgs
-          FROM (SELECT u.*,
-                       u.invalid IS NULL AND u.org IS NOT NULL
-                       AND u.type = 'status' AS st
-                  FROM unnest(a_id, a_org, a_e, a_type, a_invalid)
-                       WITH ORDINALITY
-                       AS u(id, org, e, type, invalid, k)) AS x;
+               v_st_objs, a_id, a_org, a_e, a_type
+          FROM r;
     END IF;
 
-    -- the message, echo, history and state-sync events through the
-    -- per-event rules (and the bridge's hooks), in key order
-    FOREACH i IN ARRAY coalesce(v_msgs, '{}') LOOP
+    -- the per-event rules, in key order
+    FOR i IN 1 .. coalesce(cardinality(a_id), 0) LOOP
         p := metacloud_process_event(a_id[i], a_org[i], a_e[i]);
         IF a_type[i] <> 'state_sync' THEN
             n_msg_ok := n_msg_ok + 1;
@@ -529,6 +527,7 @@ $$;
 
 REVOKE ALL ON FUNCTION metacloud_event_key(jsonb, bytea, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_event_invalid(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metacloud_event_way(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_event_row(text, text, text, text, text, text,
                                            jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metacloud_ingest_each(text, bytea, jsonb) FROM PUBLIC;
